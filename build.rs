@@ -1,0 +1,42 @@
+//! Copies the descriptor set that the `envoy-types` crate ships beside its generated code into
+//! OUT_DIR, so the bootstrap loader can read YAML/JSON through the proto3 JSON mapping.
+//!
+//! The crate's source is found in cargo's registry at the version Cargo.lock pins.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let version = locked_version(&manifest.join("Cargo.lock"), "envoy-types");
+    let bin = find_registry_source(&format!("envoy-types-{version}"))
+        .join("src/generated/types.bin");
+    std::fs::copy(&bin, out.join("envoy_types.bin"))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
+}
+
+fn locked_version(lock: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(lock).expect("Cargo.lock is committed");
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    let start = text.find(&needle).expect("envoy-types is in Cargo.lock") + needle.len();
+    let end = text[start..].find('"').expect("version is quoted");
+    text[start..start + end].to_string()
+}
+
+fn find_registry_source(dir_name: &str) -> PathBuf {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .expect("CARGO_HOME or HOME is set");
+    let src = cargo_home.join("registry/src");
+    let entries = std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    for index in entries.flatten() {
+        let candidate = index.path().join(dir_name);
+        if candidate.join("Cargo.toml").exists() {
+            return candidate;
+        }
+    }
+    panic!("{dir_name} not found under {}", src.display());
+}

@@ -1,0 +1,284 @@
+//! The admin API on `admin.address`: readiness, stats, config dump, clusters, listeners,
+//! health-check toggles, logging, draining and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::bootstrap::json::to_json;
+use crate::http::{full_body, Body};
+use crate::server::{Server, ServerState};
+use crate::stats::{render_prometheus, render_text, TextQuery};
+
+/// Serves the admin API on `listener` until shutdown.
+pub async fn serve(server: Arc<Server>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full_body(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn text(body: impl Into<Bytes>) -> Response<Body> {
+    reply(StatusCode::OK, "text/plain; charset=UTF-8", body)
+}
+
+fn query_params(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Handles one admin request.
+pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let params = query_params(req.uri().query());
+    let has = |k: &str| params.iter().any(|(p, _)| p == k);
+    let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+    let post = req.method() == Method::POST;
+    let mutating = matches!(path.as_str(), "/quitquitquit" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/logging" | "/reset_counters");
+    if mutating && !post {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "This admin endpoint requires POST.\n");
+    }
+    match path.as_str() {
+        "/ready" => {
+            let state = server.state.value();
+            let (code, name) = match state {
+                0 => (StatusCode::OK, "LIVE"),
+                1 => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
+                2 => (StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING"),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING"),
+            };
+            reply(code, "text/plain; charset=UTF-8", format!("{name}\n"))
+        }
+        "/server_info" => {
+            let state = match server.state.value() {
+                0 => "LIVE",
+                1 => "DRAINING",
+                2 => "PRE_INITIALIZING",
+                _ => "INITIALIZING",
+            };
+            let info = serde_json::json!({
+                "version": crate::bootstrap::cli::version_line(),
+                "state": state,
+                "hot_restart_version": "disabled",
+                "command_line_options": {"concurrency": server.concurrency},
+                "node": {"id": server.config.node.id, "cluster": server.config.node.cluster},
+                "uptime_current_epoch": format!("{}s", server.uptime()),
+                "uptime_all_epochs": format!("{}s", server.uptime()),
+            });
+            reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&info).unwrap_or_default())
+        }
+        "/stats" => {
+            let filter = match get("filter") {
+                Some(f) if !f.is_empty() => match regex::Regex::new(&f) {
+                    Ok(r) => Some(r),
+                    Err(e) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("Invalid regex: {e}\n")),
+                },
+                _ => None,
+            };
+            server.stats.gauge("server.uptime").set(server.uptime() as i64);
+            if get("format").as_deref() == Some("prometheus") {
+                return text(render_prometheus(&server.stats, has("usedonly"), filter.as_ref()));
+            }
+            if get("format").as_deref() == Some("json") {
+                let body = render_text(&server.stats, &TextQuery { used_only: has("usedonly"), filter });
+                let stats: Vec<serde_json::Value> = body
+                    .lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(n, v)| match v.parse::<i64>() {
+                        Ok(i) => serde_json::json!({"name": n, "value": i}),
+                        Err(_) => serde_json::json!({"name": n, "value": v}),
+                    })
+                    .collect();
+                return reply(StatusCode::OK, "application/json", serde_json::json!({"stats": stats}).to_string());
+            }
+            text(render_text(&server.stats, &TextQuery { used_only: has("usedonly"), filter }))
+        }
+        "/stats/prometheus" => {
+            server.stats.gauge("server.uptime").set(server.uptime() as i64);
+            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=UTF-8", render_prometheus(&server.stats, has("usedonly"), None))
+        }
+        "/config_dump" => config_dump(server, get("mask").or(get("resource"))),
+        "/clusters" => clusters(server, get("format").as_deref() == Some("json")),
+        "/listeners" => {
+            let json = get("format").as_deref() == Some("json");
+            if json {
+                let v: Vec<_> = server.config.listeners.iter().map(|l| serde_json::json!({"name": &*l.name, "local_address": {"socket_address": {"address": l.address.ip().to_string(), "port_value": l.address.port()}}})).collect();
+                reply(StatusCode::OK, "application/json", serde_json::json!({"listener_statuses": v}).to_string())
+            } else {
+                text(server.config.listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)).collect::<String>())
+            }
+        }
+        "/memory" => {
+            let rss = crate::sys::rss_bytes().unwrap_or(0);
+            reply(StatusCode::OK, "application/json", serde_json::json!({"allocated": rss.to_string(), "heap_size": rss.to_string(), "pageheap_unmapped": "0", "pageheap_free": "0", "total_thread_cache": "0", "total_physical_bytes": rss.to_string()}).to_string())
+        }
+        "/quitquitquit" => {
+            server.request_shutdown();
+            text("OK\n")
+        }
+        "/healthcheck/fail" => {
+            server.health_failed.store(true, Ordering::Relaxed);
+            server.stats.gauge("server.live").set(0);
+            text("OK\n")
+        }
+        "/healthcheck/ok" => {
+            server.health_failed.store(false, Ordering::Relaxed);
+            server.stats.gauge("server.live").set(1);
+            text("OK\n")
+        }
+        "/drain_listeners" => {
+            if has("inboundonly") {
+                return reply(StatusCode::OK, "text/plain", "OK\n");
+            }
+            server.start_drain();
+            text("OK\n")
+        }
+        "/logging" => crate::app::logging_admin(&params),
+        "/" => text("admin commands are: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners /memory /logging /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit\n"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "invalid path. admin commands are listed at /\n"),
+    }
+}
+
+fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
+    let cfg = &server.config;
+    let bootstrap = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+        "bootstrap": to_json(&cfg.bootstrap),
+    });
+    let clusters = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+        "static_clusters": cfg.clusters.iter().map(|c| serde_json::json!({"cluster": with_type(to_json(&c.proto), "envoy.config.cluster.v3.Cluster")})).collect::<Vec<_>>(),
+    });
+    let listeners = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+        "static_listeners": cfg.listeners.iter().map(|l| serde_json::json!({"listener": with_type(to_json(&l.proto), "envoy.config.listener.v3.Listener")})).collect::<Vec<_>>(),
+    });
+    let mut routes_static = Vec::new();
+    for l in &cfg.bootstrap.static_resources.as_ref().map(|s| s.listeners.clone()).unwrap_or_default() {
+        for fc in &l.filter_chains {
+            for f in &fc.filters {
+                use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as CT;
+                use prost::Message;
+                if let Some(CT::TypedConfig(a)) = &f.config_type {
+                    if let Ok(h) = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(a.value.as_slice()) {
+                        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier as RS;
+                        if let Some(RS::RouteConfig(rc)) = &h.route_specifier {
+                            routes_static.push(serde_json::json!({"route_config": with_type(to_json(rc), "envoy.config.route.v3.RouteConfiguration")}));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let routes = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+        "static_route_configs": routes_static,
+    });
+    let all = vec![bootstrap, clusters, listeners, routes];
+    let configs: Vec<_> = match mask.as_deref() {
+        None | Some("") => all,
+        Some(m) => {
+            let want: Vec<&str> = m.split(',').collect();
+            let keep = |t: &str| match t {
+                "BootstrapConfigDump" => want.contains(&"bootstrap"),
+                "ClustersConfigDump" => want.iter().any(|w| w.contains("clusters")),
+                "ListenersConfigDump" => want.iter().any(|w| w.contains("listeners")),
+                "RoutesConfigDump" => want.iter().any(|w| w.contains("route_configs")),
+                _ => false,
+            };
+            all.into_iter().filter(|c| c["@type"].as_str().map(|t| keep(t.rsplit('.').next().unwrap_or(""))).unwrap_or(false)).collect()
+        }
+    };
+    reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&serde_json::json!({"configs": configs})).unwrap_or_default())
+}
+
+fn with_type(mut v: serde_json::Value, name: &str) -> serde_json::Value {
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("@type".into(), serde_json::Value::String(format!("type.googleapis.com/{name}")));
+    }
+    v
+}
+
+fn clusters(server: &Server, json: bool) -> Response<Body> {
+    let mut out = String::new();
+    let mut jv = Vec::new();
+    for c in server.clusters.all() {
+        let name = &c.config.name;
+        let t = &c.config.thresholds;
+        if !json {
+            out.push_str(&format!("{name}::default_priority::max_connections::{}\n{name}::default_priority::max_pending_requests::{}\n{name}::default_priority::max_requests::{}\n{name}::default_priority::max_retries::{}\n", t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries));
+            out.push_str(&format!("{name}::added_via_api::false\n"));
+        }
+        let mut hosts = Vec::new();
+        for h in c.hosts.load().iter() {
+            if json {
+                hosts.push(serde_json::json!({"address": h.to_string(), "weight": h.weight, "health_status": {"eds_health_status": "HEALTHY"}, "stats": [{"name": "rq_active", "value": h.active_requests.load(Ordering::Relaxed)}]}));
+            } else {
+                out.push_str(&format!("{name}::{h}::rq_active::{}\n{name}::{h}::health_flags::healthy\n{name}::{h}::weight::{}\n", h.active_requests.load(Ordering::Relaxed), h.weight));
+            }
+        }
+        jv.push(serde_json::json!({"name": &**name, "added_via_api": false, "host_statuses": hosts}));
+    }
+    if json {
+        reply(StatusCode::OK, "application/json", serde_json::json!({"cluster_statuses": jv}).to_string())
+    } else {
+        text(out)
+    }
+}
+
+/// Marks the server LIVE (called once listeners are up).
+pub fn set_live(server: &Server) {
+    server.state.set(ServerState::Live as i64);
+    server.stats.gauge("server.live").set(1);
+}

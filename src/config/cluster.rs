@@ -1,0 +1,383 @@
+//! Cluster configuration: discovery type, endpoints, load balancing, circuit breakers and the
+//! upstream HTTP protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use prost::Message;
+
+use super::common::{address, duration, timeout_or, HostAddress};
+use super::error::{index, join, ConfigError};
+
+/// How endpoints are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Fixed addresses.
+    Static,
+    /// Every address each name resolves to.
+    StrictDns,
+    /// The first address a name resolves to, used for new connections.
+    LogicalDns,
+}
+
+/// The load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power of `choice_count` choices by active requests.
+    LeastRequest(u32),
+    /// Uniform random.
+    Random,
+}
+
+/// The protocol spoken to upstream hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge on plaintext).
+    Http2,
+    /// The downstream request's protocol.
+    UseDownstream,
+}
+
+/// DNS address family preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsLookupFamily {
+    /// IPv4 then IPv6 (Envoy's AUTO prefers v6; V4_PREFERRED prefers v4).
+    Auto,
+    /// Only IPv4.
+    V4Only,
+    /// Only IPv6.
+    V6Only,
+    /// IPv4 first if any.
+    V4Preferred,
+    /// Both.
+    All,
+}
+
+/// Circuit breaker thresholds of the DEFAULT priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Connections to the whole cluster.
+    pub max_connections: u64,
+    /// Requests waiting for a connection.
+    pub max_pending_requests: u64,
+    /// Requests in flight.
+    pub max_requests: u64,
+    /// Retries in flight.
+    pub max_retries: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
+}
+
+/// One configured endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Where it is.
+    pub address: HostAddress,
+    /// Its hostname (for auto_host_rewrite).
+    pub hostname: String,
+    /// Load-balancing weight (locality weight × endpoint weight).
+    pub weight: u32,
+    /// Priority of its locality.
+    pub priority: u32,
+    /// Health status from config (UNHEALTHY/DRAINING/TIMEOUT hosts take no traffic).
+    pub healthy: bool,
+}
+
+/// A converted cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Its name.
+    pub name: Arc<str>,
+    /// The name its stats use (`alt_stat_name` or `name`).
+    pub stat_name: String,
+    /// Discovery type.
+    pub discovery: Discovery,
+    /// Connect timeout (default 5s).
+    pub connect_timeout: Duration,
+    /// Load balancing.
+    pub lb_policy: LbPolicy,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Circuit breakers.
+    pub thresholds: Thresholds,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// Idle timeout of upstream connections (default 1h).
+    pub idle_timeout: Option<Duration>,
+    /// Requests per upstream connection before it is closed.
+    pub max_requests_per_connection: Option<u32>,
+    /// HTTP/2 max concurrent streams per connection.
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 stream window.
+    pub http2_initial_stream_window_size: Option<u32>,
+    /// HTTP/2 connection window.
+    pub http2_initial_connection_window_size: Option<u32>,
+    /// DNS refresh period.
+    pub dns_refresh_rate: Duration,
+    /// Use the TTL of DNS answers as refresh period.
+    pub respect_dns_ttl: bool,
+    /// DNS family.
+    pub dns_lookup_family: DnsLookupFamily,
+    /// Buffer limit per connection.
+    pub per_connection_buffer_limit_bytes: u32,
+    /// TCP keepalive (probes, time, interval).
+    pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    /// The original proto, for /config_dump.
+    pub proto: cluster::Cluster,
+}
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+impl Cluster {
+    /// Converts a Cluster.
+    pub fn from_proto(c: &cluster::Cluster, path: &str) -> Result<Self, ConfigError> {
+        if c.name.is_empty() {
+            return Err(ConfigError::new(join(path, "name"), "must not be empty"));
+        }
+        use cluster::cluster::{ClusterDiscoveryType as CDT, DiscoveryType as DT, LbPolicy as LP};
+        let discovery = match &c.cluster_discovery_type {
+            None => Discovery::Static,
+            Some(CDT::Type(t)) => match DT::try_from(*t) {
+                Ok(DT::Static) => Discovery::Static,
+                Ok(DT::StrictDns) => Discovery::StrictDns,
+                Ok(DT::LogicalDns) => Discovery::LogicalDns,
+                Ok(DT::Eds) => return Err(ConfigError::new(join(path, "type"), "EDS clusters need xDS, which is not implemented yet")),
+                Ok(DT::OriginalDst) => return Err(ConfigError::new(join(path, "type"), "ORIGINAL_DST clusters are not implemented yet")),
+                Err(_) => return Err(ConfigError::new(join(path, "type"), format!("unknown value {t}"))),
+            },
+            Some(CDT::ClusterType(_)) => return Err(ConfigError::unsupported(join(path, "cluster_type"))),
+        };
+        let lb_policy = match LP::try_from(c.lb_policy) {
+            Ok(LP::RoundRobin) => LbPolicy::RoundRobin,
+            Ok(LP::LeastRequest) => {
+                let n = c
+                    .lb_config
+                    .as_ref()
+                    .and_then(|l| match l {
+                        cluster::cluster::LbConfig::LeastRequestLbConfig(l) => l.choice_count.as_ref().map(|v| v.value),
+                        _ => None,
+                    })
+                    .unwrap_or(2);
+                if n < 2 {
+                    return Err(ConfigError::new(join(path, "least_request_lb_config.choice_count"), "must be at least 2"));
+                }
+                LbPolicy::LeastRequest(n)
+            }
+            Ok(LP::Random) => LbPolicy::Random,
+            Ok(other) => return Err(ConfigError::new(join(path, "lb_policy"), format!("{} is not implemented", other.as_str_name()))),
+            Err(_) => return Err(ConfigError::new(join(path, "lb_policy"), format!("unknown value {}", c.lb_policy))),
+        };
+        if let Some(cluster::cluster::LbConfig::LeastRequestLbConfig(l)) = &c.lb_config {
+            if l.active_request_bias.is_some() || l.slow_start_config.is_some() {
+                return Err(ConfigError::unsupported(join(path, "least_request_lb_config")));
+            }
+        }
+        if let Some(l) = &c.lb_config {
+            if !matches!(l, cluster::cluster::LbConfig::LeastRequestLbConfig(_)) {
+                return Err(ConfigError::unsupported(join(path, "lb_config")));
+            }
+        }
+        let allow_dns = discovery != Discovery::Static;
+        let mut endpoints = Vec::new();
+        if let Some(la) = &c.load_assignment {
+            let lp = join(path, "load_assignment");
+            if la.policy.is_some() {
+                return Err(ConfigError::unsupported(join(&lp, "policy")));
+            }
+            for (i, loc) in la.endpoints.iter().enumerate() {
+                let locp = index(&lp, "endpoints", i);
+                let loc_weight = loc.load_balancing_weight.as_ref().map(|v| v.value).unwrap_or(1);
+                for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+                    let ep = index(&locp, "lb_endpoints", j);
+                    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
+                    let e = match &lb.host_identifier {
+                        Some(HI::Endpoint(e)) => e,
+                        Some(HI::EndpointName(_)) => return Err(ConfigError::unsupported(join(&ep, "endpoint_name"))),
+                        None => return Err(ConfigError::new(&ep, "endpoint is required")),
+                    };
+                    let a = e.address.as_ref().ok_or_else(|| ConfigError::new(join(&ep, "endpoint.address"), "is required"))?;
+                    let addr = address(a, &join(&ep, "endpoint.address"), allow_dns)?;
+                    if let HostAddress::Pipe(_) = addr {
+                        if discovery != Discovery::Static {
+                            return Err(ConfigError::new(join(&ep, "endpoint.address"), "pipe addresses need a STATIC cluster"));
+                        }
+                    }
+                    let w = lb.load_balancing_weight.as_ref().map(|v| v.value).unwrap_or(1);
+                    if w == 0 {
+                        return Err(ConfigError::new(join(&ep, "load_balancing_weight"), "must be at least 1"));
+                    }
+                    let healthy = matches!(lb.health_status, 0 | 1 | 5);
+                    endpoints.push(EndpointConfig {
+                        address: addr,
+                        hostname: e.hostname.clone(),
+                        weight: w.saturating_mul(loc_weight),
+                        priority: loc.priority,
+                        healthy,
+                    });
+                }
+            }
+        }
+        if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
+            return Err(ConfigError::new(join(path, "load_assignment"), "LOGICAL_DNS clusters need exactly one endpoint"));
+        }
+        let thresholds = thresholds(c, path)?;
+        let (protocol, idle_timeout, mut max_requests_per_connection, h2) = protocol_options(c, path)?;
+        if let Some(v) = &c.max_requests_per_connection {
+            max_requests_per_connection = Some(v.value);
+        }
+        let dns_lookup_family = match c.dns_lookup_family {
+            0 => DnsLookupFamily::Auto,
+            1 => DnsLookupFamily::V4Only,
+            2 => DnsLookupFamily::V6Only,
+            3 => DnsLookupFamily::V4Preferred,
+            4 => DnsLookupFamily::All,
+            n => return Err(ConfigError::new(join(path, "dns_lookup_family"), format!("unknown value {n}"))),
+        };
+        if let Some(r) = &c.typed_dns_resolver_config {
+            if r.name != "envoy.network.dns_resolver.cares" {
+                return Err(ConfigError::new(join(path, "typed_dns_resolver_config"), format!("resolver {:?} is not supported", r.name)));
+            }
+        }
+        let tcp_keepalive = c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| {
+            (k.keepalive_probes.as_ref().map(|v| v.value), k.keepalive_time.as_ref().map(|v| v.value), k.keepalive_interval.as_ref().map(|v| v.value))
+        });
+        if let Some(o) = &c.upstream_connection_options {
+            if o.set_local_interface_name_on_upstream_connections || o.happy_eyeballs_config.is_some() {
+                return Err(ConfigError::unsupported(join(path, "upstream_connection_options")));
+            }
+        }
+        Ok(Self {
+            name: Arc::from(c.name.as_str()),
+            stat_name: if c.alt_stat_name.is_empty() { c.name.clone() } else { c.alt_stat_name.clone() },
+            discovery,
+            connect_timeout: match &c.connect_timeout {
+                Some(d) => duration(d, &join(path, "connect_timeout"))?,
+                None => Duration::from_secs(5),
+            },
+            lb_policy,
+            endpoints,
+            thresholds,
+            protocol,
+            idle_timeout,
+            max_requests_per_connection,
+            http2_max_concurrent_streams: h2.as_ref().and_then(|h| h.max_concurrent_streams.as_ref().map(|v| v.value)),
+            http2_initial_stream_window_size: h2.as_ref().and_then(|h| h.initial_stream_window_size.as_ref().map(|v| v.value)),
+            http2_initial_connection_window_size: h2.as_ref().and_then(|h| h.initial_connection_window_size.as_ref().map(|v| v.value)),
+            dns_refresh_rate: match &c.dns_refresh_rate {
+                Some(d) => duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1)),
+                None => Duration::from_secs(5),
+            },
+            respect_dns_ttl: c.respect_dns_ttl,
+            dns_lookup_family,
+            per_connection_buffer_limit_bytes: c.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value).unwrap_or(1024 * 1024),
+            tcp_keepalive,
+            proto: c.clone(),
+        })
+    }
+}
+
+fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigError> {
+    let mut t = Thresholds::default();
+    let Some(cb) = &c.circuit_breakers else { return Ok(t) };
+    let p = join(path, "circuit_breakers");
+    if !cb.per_host_thresholds.is_empty() {
+        return Err(ConfigError::unsupported(join(&p, "per_host_thresholds")));
+    }
+    for (i, th) in cb.thresholds.iter().enumerate() {
+        let tp = index(&p, "thresholds", i);
+        if th.retry_budget.is_some() {
+            return Err(ConfigError::unsupported(join(&tp, "retry_budget")));
+        }
+        // Only the DEFAULT priority is used for requests; HIGH thresholds apply to
+        // high-priority routes, which are never configured here.
+        if th.priority != core::RoutingPriority::Default as i32 {
+            continue;
+        }
+        let v = |w: &Option<envoy_types::pb::google::protobuf::UInt32Value>, d: u64| w.as_ref().map(|v| v.value as u64).unwrap_or(d);
+        t = Thresholds {
+            max_connections: v(&th.max_connections, 1024),
+            max_pending_requests: v(&th.max_pending_requests, 1024),
+            max_requests: v(&th.max_requests, 1024),
+            max_retries: v(&th.max_retries, 3),
+        };
+    }
+    Ok(t)
+}
+
+type ProtocolChoice = (UpstreamProtocol, Option<Duration>, Option<u32>, Option<core::Http2ProtocolOptions>);
+
+fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, ConfigError> {
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut h2 = None;
+    let mut common = c.common_http_protocol_options.clone();
+    if c.http2_protocol_options.is_some() {
+        protocol = UpstreamProtocol::Http2;
+        h2 = c.http2_protocol_options.clone();
+    }
+    if c.protocol_selection == 1 {
+        protocol = UpstreamProtocol::UseDownstream;
+    }
+    for (key, any) in &c.typed_extension_protocol_options {
+        let p = format!("{}[{key:?}]", join(path, "typed_extension_protocol_options"));
+        let type_name = super::super::bootstrap::descriptors::type_name(&any.type_url);
+        if type_name != HTTP_PROTOCOL_OPTIONS {
+            return Err(ConfigError::new(p, format!("unsupported protocol options type {}", any.type_url)));
+        }
+        let o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
+            .map_err(|e| ConfigError::new(&p, format!("cannot decode: {e}")))?;
+        if o.common_http_protocol_options.is_some() {
+            common = o.common_http_protocol_options.clone();
+        }
+        if !o.http_filters.is_empty() {
+            return Err(ConfigError::unsupported(join(&p, "http_filters")));
+        }
+        use upstream_http::http_protocol_options::{explicit_http_config::ProtocolConfig as PC, UpstreamProtocolOptions as U};
+        match &o.upstream_protocol_options {
+            Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                Some(PC::HttpProtocolOptions(_)) => protocol = UpstreamProtocol::Http1,
+                Some(PC::Http2ProtocolOptions(o)) => {
+                    protocol = UpstreamProtocol::Http2;
+                    h2 = Some(o.clone());
+                }
+                Some(PC::Http3ProtocolOptions(_)) => return Err(ConfigError::unsupported(join(&p, "explicit_http_config.http3_protocol_options"))),
+                None => return Err(ConfigError::new(join(&p, "explicit_http_config"), "a protocol is required")),
+            },
+            Some(U::UseDownstreamProtocolConfig(u)) => {
+                protocol = UpstreamProtocol::UseDownstream;
+                if u.http2_protocol_options.is_some() {
+                    h2 = u.http2_protocol_options.clone();
+                }
+                if u.http3_protocol_options.is_some() {
+                    return Err(ConfigError::unsupported(join(&p, "use_downstream_protocol_config.http3_protocol_options")));
+                }
+            }
+            Some(U::AutoConfig(_)) => return Err(ConfigError::new(join(&p, "auto_config"), "ALPN-based protocol selection needs TLS, which is not implemented yet")),
+            None => {}
+        }
+    }
+    let (idle, max_req) = match &common {
+        Some(o) => {
+            let p = join(path, "common_http_protocol_options");
+            if o.max_connection_duration.is_some() || o.max_stream_duration.is_some() {
+                return Err(ConfigError::unsupported(join(&p, "max_connection_duration")));
+            }
+            (
+                timeout_or(o.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(&p, "idle_timeout"))?,
+                o.max_requests_per_connection.as_ref().map(|v| v.value),
+            )
+        }
+        None => (Some(Duration::from_secs(3600)), None),
+    };
+    Ok((protocol, idle, max_req, h2))
+}

@@ -1,0 +1,272 @@
+//! The internal model: immutable, `Arc`-shared, converted from Envoy protos before anything
+//! shared changes. A config that converts is one pilotfish can honour in full.
+
+pub mod cluster;
+pub mod common;
+pub mod error;
+pub mod fields;
+pub mod filters;
+pub mod hcm;
+pub mod listener;
+pub mod route;
+pub mod tcp_proxy;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use prost_reflect::DynamicMessage;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use crate::stats::{Pattern, StatsMatcher, TagExtractor, TagProducer};
+use common::socket_address;
+use error::{index, join};
+
+/// The node identity, sent to control planes and shown by /server_info.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// node.id.
+    pub id: String,
+    /// node.cluster.
+    pub cluster: String,
+}
+
+/// Everything the server runs, converted from a bootstrap.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Node identity.
+    pub node: Node,
+    /// Admin listener address.
+    pub admin_address: Option<SocketAddr>,
+    /// Static listeners.
+    pub listeners: Vec<Arc<listener::Listener>>,
+    /// Static clusters.
+    pub clusters: Vec<Arc<cluster::Cluster>>,
+    /// Tag extractors.
+    pub tags: TagProducer,
+    /// Stats inclusion/exclusion.
+    pub stats_matcher: StatsMatcher,
+    /// Global downstream connection limit from the overload manager.
+    pub max_downstream_connections: Option<u64>,
+    /// The bootstrap as loaded, for /config_dump.
+    pub bootstrap: Bootstrap,
+    /// Things accepted with a note (printed at start-up).
+    pub warnings: Vec<String>,
+}
+
+const DOWNSTREAM_CONNECTIONS: &str =
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+const INTERNAL_LISTENER: &str = "envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
+
+/// Converts a whole bootstrap, gathering every error.
+pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    fields::check(dynamic, "", &mut errs);
+    let mut warnings = Vec::new();
+
+    let node = b.node.as_ref().map(|n| Node { id: n.id.clone(), cluster: n.cluster.clone() }).unwrap_or_default();
+    if !b.header_prefix.is_empty() && b.header_prefix != "x-envoy" {
+        errs.push(ConfigError::unsupported("header_prefix"));
+    }
+
+    let admin_address = b.admin.as_ref().and_then(|a| {
+        for (i, l) in a.access_log.iter().enumerate() {
+            if !is_dev_null_log(l) {
+                errs.push(ConfigError::new(index("admin", "access_log", i), "admin access logs other than /dev/null are not implemented yet"));
+            }
+        }
+        if !a.access_log_path.is_empty() && a.access_log_path != "/dev/null" {
+            errs.push(ConfigError::new("admin.access_log_path", "admin access logs other than /dev/null are not implemented yet"));
+        }
+        a.address.as_ref().and_then(|addr| errs.keep(socket_address(addr, "admin.address")))
+    });
+
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    if let Some(sr) = &b.static_resources {
+        let mut names = HashMap::new();
+        let mut addrs = HashMap::new();
+        for (i, l) in sr.listeners.iter().enumerate() {
+            let p = index("static_resources", "listeners", i);
+            if let Some(j) = names.insert(l.name.clone(), i) {
+                errs.push(ConfigError::new(join(&p, "name"), format!("duplicate listener name {:?} (also listeners[{j}])", l.name)));
+                continue;
+            }
+            if let Some(l) = errs.keep(listener::Listener::from_proto(l, &p)) {
+                if l.bind_to_port {
+                    if let Some(j) = addrs.insert(l.address, i) {
+                        errs.push(ConfigError::new(join(&p, "address"), format!("address {} is already used by listeners[{j}]", l.address)));
+                    }
+                }
+                listeners.push(Arc::new(l));
+            }
+        }
+        let mut cnames = HashMap::new();
+        for (i, c) in sr.clusters.iter().enumerate() {
+            let p = index("static_resources", "clusters", i);
+            if let Some(j) = cnames.insert(c.name.clone(), i) {
+                errs.push(ConfigError::new(join(&p, "name"), format!("duplicate cluster name {:?} (also clusters[{j}])", c.name)));
+                continue;
+            }
+            if let Some(c) = errs.keep(cluster::Cluster::from_proto(c, &p)) {
+                clusters.push(Arc::new(c));
+            }
+        }
+        let known: HashSet<&str> = sr.clusters.iter().map(|c| c.name.as_str()).collect();
+        for (i, l) in listeners.iter().enumerate() {
+            check_route_clusters(l, &known, i, &sr.listeners, &mut errs);
+        }
+    }
+
+    if let Some(dr) = &b.dynamic_resources {
+        let _ = dr;
+        warnings.push("dynamic_resources: xDS is not implemented yet; only static resources are served".into());
+    }
+
+    let mut max_downstream_connections = None;
+    if let Some(om) = &b.overload_manager {
+        if !om.actions.is_empty() {
+            errs.push(ConfigError::unsupported("overload_manager.actions"));
+        }
+        if om.buffer_factory_config.is_some() || !om.loadshed_points.is_empty() {
+            errs.push(ConfigError::unsupported("overload_manager"));
+        }
+        for (i, m) in om.resource_monitors.iter().enumerate() {
+            let p = index("overload_manager", "resource_monitors", i);
+            use envoy_types::pb::envoy::config::overload::v3::resource_monitor::ConfigType as CT;
+            match &m.config_type {
+                Some(CT::TypedConfig(a)) if crate::bootstrap::descriptors::type_name(&a.type_url) == DOWNSTREAM_CONNECTIONS => {
+                    use prost::Message;
+                    match envoy_types::pb::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig::decode(a.value.as_slice()) {
+                        Ok(c) => max_downstream_connections = Some(c.max_active_downstream_connections.max(0) as u64),
+                        Err(e) => errs.push(ConfigError::new(join(&p, "typed_config"), e.to_string())),
+                    }
+                }
+                _ => errs.push(ConfigError::new(join(&p, "typed_config"), format!("resource monitor {:?} is not implemented", m.name))),
+            }
+        }
+    }
+
+    for (i, e) in b.bootstrap_extensions.iter().enumerate() {
+        let p = index("", "bootstrap_extensions", i);
+        let t = e.typed_config.as_ref().map(|a| crate::bootstrap::descriptors::type_name(&a.type_url).to_string()).unwrap_or_default();
+        if t == INTERNAL_LISTENER {
+            // Internal listeners only matter to listeners with an envoy_internal_address, which
+            // are refused; enabling the registry alone changes nothing.
+            continue;
+        }
+        errs.push(ConfigError::new(join(&p, "typed_config"), format!("bootstrap extension {t:?} is not supported")));
+    }
+
+    let (tags, stats_matcher) = stats_settings(b, &mut errs);
+
+    let cfg = ServerConfig {
+        node,
+        admin_address,
+        listeners,
+        clusters,
+        tags,
+        stats_matcher,
+        max_downstream_connections,
+        bootstrap: b.clone(),
+        warnings,
+    };
+    errs.into_result(cfg)
+}
+
+fn is_dev_null_log(l: &envoy_types::pb::envoy::config::accesslog::v3::AccessLog) -> bool {
+    use envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType as CT;
+    use prost::Message;
+    match &l.config_type {
+        Some(CT::TypedConfig(a)) => envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog::decode(a.value.as_slice())
+            .map(|f| f.path == "/dev/null")
+            .unwrap_or(false),
+        None => false,
+    }
+}
+
+fn check_route_clusters(
+    l: &listener::Listener,
+    known: &HashSet<&str>,
+    i: usize,
+    protos: &[envoy_types::pb::envoy::config::listener::v3::Listener],
+    errs: &mut ConfigErrors,
+) {
+    let p = index("static_resources", "listeners", i);
+    let _ = protos;
+    let chains = l.filter_chains.iter().enumerate().map(|(j, c)| (index(&p, "filter_chains", j), c)).chain(l.default_filter_chain.iter().map(|c| (join(&p, "default_filter_chain"), c)));
+    for (cp, chain) in chains {
+        for f in &chain.filters {
+            if let filters::NetworkFilter::HttpConnectionManager(h) = f {
+                for c in h.route_config.referenced_clusters() {
+                    if !known.contains(&*c) {
+                        errs.push(ConfigError::new(
+                            format!("{cp}.filters[{}].typed_config.route_config", chain.filters.len() - 1),
+                            format!("route refers to unknown cluster {c:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, StatsMatcher) {
+    let Some(sc) = &b.stats_config else {
+        return (TagProducer::default_envoy(), StatsMatcher::default());
+    };
+    let mut custom = Vec::new();
+    for (i, t) in sc.stats_tags.iter().enumerate() {
+        let p = index("stats_config", "stats_tags", i);
+        use envoy_types::pb::envoy::config::metrics::v3::tag_specifier::TagValue as TV;
+        match &t.tag_value {
+            Some(TV::Regex(r)) => {
+                if let Some(e) = errs.keep(TagExtractor::regex(&t.tag_name, r).map_err(|e| ConfigError::new(join(&p, "regex"), e))) {
+                    custom.push(e);
+                }
+            }
+            Some(TV::FixedValue(v)) => custom.push(TagExtractor::fixed(&t.tag_name, v)),
+            None => errs.push(ConfigError::new(&p, "regex or fixed_value is required (default tag names are not looked up)")),
+        }
+    }
+    let use_defaults = sc.use_all_default_tags.as_ref().map(|v| v.value).unwrap_or(true);
+    let tags = TagProducer::new(custom, use_defaults);
+    let matcher = match &sc.stats_matcher {
+        None => StatsMatcher::default(),
+        Some(m) => {
+            use envoy_types::pb::envoy::config::metrics::v3::stats_matcher::StatsMatcher as SM;
+            let pats = |l: &envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher, f: &str, errs: &mut ConfigErrors| -> Vec<Pattern> {
+                let mut out = Vec::new();
+                for (i, s) in l.patterns.iter().enumerate() {
+                    let p = format!("stats_config.stats_matcher.{f}.patterns[{i}]");
+                    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern as MP;
+                    match &s.match_pattern {
+                        Some(MP::Exact(v)) => out.push(Pattern::Exact(v.clone())),
+                        Some(MP::Prefix(v)) => out.push(Pattern::Prefix(v.clone())),
+                        Some(MP::Suffix(v)) => out.push(Pattern::Suffix(v.clone())),
+                        Some(MP::Contains(v)) => out.push(Pattern::Contains(v.clone())),
+                        Some(MP::SafeRegex(r)) => {
+                            if let Some(re) = errs.keep(common::full_regex(&r.regex, &format!("{p}.safe_regex.regex"))) {
+                                out.push(Pattern::Regex(re));
+                            }
+                        }
+                        _ => errs.push(ConfigError::unsupported(p)),
+                    }
+                }
+                out
+            };
+            match &m.stats_matcher {
+                Some(SM::RejectAll(true)) => StatsMatcher::reject_all(),
+                Some(SM::RejectAll(false)) | None => StatsMatcher::default(),
+                Some(SM::InclusionList(l)) => StatsMatcher::new(pats(l, "inclusion_list", errs), vec![]),
+                Some(SM::ExclusionList(l)) => StatsMatcher::new(vec![], pats(l, "exclusion_list", errs)),
+            }
+        }
+    };
+    if sc.histogram_bucket_settings.iter().len() > 0 {
+        errs.push(ConfigError::unsupported("stats_config.histogram_bucket_settings"));
+    }
+    (tags, matcher)
+}

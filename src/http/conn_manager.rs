@@ -1,0 +1,347 @@
+//! The HTTP connection manager: serves one downstream connection with hyper (HTTP/1.1, h2c
+//! with prior knowledge, upgrades), routes each request and hands it to the router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::local_reply::{local_reply, ResponseFlag};
+use super::route_match::{find_route, find_virtual_host, is_grpc, RequestFacts};
+use super::router::{choose_cluster, forward, Forward};
+use super::stats::HcmStats;
+use super::Body;
+use crate::config::hcm::{Codec, HcmConfig, ServerHeader};
+use crate::config::route::{Action, Redirect, RedirectPath};
+use crate::server::Server;
+
+/// An HCM config with its stats, shared by every connection of a filter chain.
+#[derive(Debug)]
+pub struct HttpConnectionManager {
+    /// The config.
+    pub config: Arc<HcmConfig>,
+    /// Its stats.
+    pub stats: HcmStats,
+}
+
+impl HttpConnectionManager {
+    /// Declares the stats of `config`.
+    pub fn new(config: Arc<HcmConfig>, server: &Server) -> Self {
+        let stats = HcmStats::new(&server.stats, &config.stat_prefix);
+        Self { config, stats }
+    }
+
+    /// Serves one connection until it closes or the server drains.
+    pub async fn serve<IO>(self: Arc<Self>, server: Arc<Server>, io: IO, remote: SocketAddr)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.stats.downstream_cx_total.inc();
+        self.stats.downstream_cx_active.inc();
+        let hcm = self.clone();
+        let srv = server.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let hcm = hcm.clone();
+            let srv = srv.clone();
+            async move { Ok::<_, std::convert::Infallible>(hcm.handle(&srv, req, remote).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let cfg = &self.config;
+        builder.http1().timer(TokioTimer::new()).max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192));
+        if let Some(t) = cfg.request_headers_timeout {
+            builder.http1().header_read_timeout(t);
+        }
+        builder.http2().timer(TokioTimer::new());
+        if let Some(n) = cfg.http2_max_concurrent_streams {
+            builder.http2().max_concurrent_streams(n);
+        }
+        builder.http2().max_header_list_size(cfg.max_request_headers_kb * 1024);
+        let builder = match cfg.codec {
+            Codec::Auto => builder,
+            Codec::Http1 => builder.http1_only(),
+            Codec::Http2 => builder.http2_only(),
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut drain = server.drain.subscribe();
+        let idle = cfg.idle_timeout;
+        let _ = idle;
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("downstream connection error: {e}");
+                }
+            }
+            _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+                self.stats.downstream_cx_drain_close.inc();
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        self.stats.downstream_cx_active.dec();
+    }
+
+    async fn handle(&self, server: &Server, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        let stats = &self.stats;
+        let cfg = &self.config;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        let version = req.version();
+        if version == Version::HTTP_2 {
+            stats.downstream_rq_http2_total.inc();
+        } else {
+            stats.downstream_rq_http1_total.inc();
+        }
+        let grpc = is_grpc(req.headers());
+        let mut resp = if version == Version::HTTP_10 && !cfg.accept_http_10 {
+            local_reply(426, "", false, None)
+        } else {
+            self.route(server, req, remote, grpc).await
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers_mut();
+        match cfg.server_header {
+            ServerHeader::Overwrite => {
+                if let Ok(v) = HeaderValue::from_str(&cfg.server_name) {
+                    headers.insert(http::header::SERVER, v);
+                }
+            }
+            ServerHeader::AppendIfAbsent => {
+                if !headers.contains_key(http::header::SERVER) {
+                    if let Ok(v) = HeaderValue::from_str(&cfg.server_name) {
+                        headers.insert(http::header::SERVER, v);
+                    }
+                }
+            }
+            ServerHeader::PassThrough => {}
+        }
+        if server.draining() && version != Version::HTTP_2 {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        stats.response(status);
+        stats.downstream_rq_completed.inc();
+        stats.downstream_rq_active.dec();
+        stats.downstream_rq_time.record(start.elapsed().as_secs_f64() * 1000.0);
+        resp
+    }
+
+    async fn route(&self, server: &Server, mut req: Request<Incoming>, remote: SocketAddr, grpc: bool) -> Response<Body> {
+        let cfg = &self.config;
+        let stats = &self.stats;
+        let decision = super::headers::mutate_request(cfg, req.headers_mut(), remote.ip(), false);
+        let rc = &cfg.route_config;
+        if !decision.internal {
+            for h in &rc.internal_only_headers {
+                req.headers_mut().remove(h);
+            }
+        }
+        let authority = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let method = req.method().as_str().to_string();
+        let upgrade_type = upgrade_type(&req);
+        let version = req.version();
+        let facts = RequestFacts { path: &path, headers: req.headers(), method: &method, authority: &authority, scheme: "http" };
+        let Some(vh) = find_virtual_host(rc, &authority) else {
+            stats.no_route.inc();
+            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+        };
+        let Some(route) = find_route(vh, &facts) else {
+            stats.no_route.inc();
+            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+        };
+        let mut resp = match &route.action {
+            Action::DirectResponse { status, body } => {
+                stats.rq_direct_response.inc();
+                let mut r = Response::new(match body {
+                    Some(b) => super::full_body(b.clone()),
+                    None => super::empty_body(),
+                });
+                *r.status_mut() = http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                r
+            }
+            Action::Redirect(rd) => {
+                stats.rq_redirect.inc();
+                redirect(rd, &authority, &path, &route.matcher.path)
+            }
+            Action::Route(action) => {
+                let upgrade = match &upgrade_type {
+                    None => false,
+                    Some(t) => {
+                        let allowed = action.upgrades.iter().find(|(u, _)| u == t).map(|(_, e)| *e).unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
+                        if !allowed {
+                            return local_reply(403, "", grpc, None);
+                        }
+                        stats.downstream_cx_upgrades_total.inc();
+                        true
+                    }
+                };
+                let (cluster_name, weighted) = choose_cluster(action, req.headers(), fastrand::u64(..));
+                let Some(cluster) = cluster_name.as_deref().and_then(|n| server.clusters.get(n)) else {
+                    stats.no_cluster.inc();
+                    return local_reply(action.cluster_not_found_status, "", grpc, Some(ResponseFlag::NoClusterFound));
+                };
+                let headers = req.headers_mut();
+                apply_request_mutations(rc, vh, route, weighted, headers);
+                rewrite(action, weighted, &mut req, &route.matcher.path);
+                super::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+                let f = Forward {
+                    clusters: &server.clusters,
+                    action,
+                    grpc,
+                    upgrade,
+                    envoy_headers: !cfg.router.suppress_envoy_headers,
+                    attempt_count: vh.include_request_attempt_count,
+                };
+                let mut resp = forward(&f, cluster, req, version).await;
+                if let Some(w) = weighted {
+                    w.response_headers.apply(resp.headers_mut());
+                }
+                if vh.include_attempt_count_in_response {
+                    resp.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+                }
+                resp
+            }
+        };
+        route.response_headers.apply(resp.headers_mut());
+        vh.response_headers.apply(resp.headers_mut());
+        rc.response_headers.apply(resp.headers_mut());
+        if cfg.always_set_request_id_in_response {
+            if let Some(id) = decision.request_id {
+                resp.headers_mut().insert("x-request-id", id);
+            }
+        }
+        resp
+    }
+}
+
+fn upgrade_type(req: &Request<Incoming>) -> Option<String> {
+    let conn = req.headers().get(http::header::CONNECTION)?.to_str().ok()?;
+    if !conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    Some(req.headers().get(http::header::UPGRADE)?.to_str().ok()?.to_ascii_lowercase())
+}
+
+fn apply_request_mutations(
+    rc: &crate::config::route::RouteConfig,
+    vh: &crate::config::route::VirtualHost,
+    route: &crate::config::route::Route,
+    weighted: Option<&crate::config::route::WeightedCluster>,
+    headers: &mut http::HeaderMap,
+) {
+    let levels = [weighted.map(|w| &w.request_headers), Some(&route.request_headers), Some(&vh.request_headers), Some(&rc.request_headers)];
+    if rc.most_specific_wins {
+        for l in levels.iter().rev().flatten() {
+            l.apply(headers);
+        }
+    } else {
+        for l in levels.iter().flatten() {
+            l.apply(headers);
+        }
+    }
+}
+
+fn rewrite(action: &crate::config::route::RouteAction, weighted: Option<&crate::config::route::WeightedCluster>, req: &mut Request<Incoming>, pm: &crate::config::route::PathMatch) {
+    let host = weighted.and_then(|w| w.host_rewrite_literal.clone()).or_else(|| match &action.host_rewrite {
+        crate::config::route::HostRewrite::Literal(h) => Some(h.clone()),
+        _ => None,
+    });
+    if let Some(h) = host {
+        if let Ok(v) = HeaderValue::from_str(&h) {
+            if let Some(orig) = req.headers().get(http::header::HOST).cloned() {
+                req.headers_mut().insert("x-forwarded-host", orig);
+            }
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let (path, query) = match pq.find('?') {
+        Some(i) => (pq[..i].to_string(), pq[i..].to_string()),
+        None => (pq.clone(), String::new()),
+    };
+    let new_path = if let Some(pre) = &action.prefix_rewrite {
+        match pm {
+            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::PathSeparatedPrefix(p) => {
+                let rest = if path.len() >= p.len() { &path[p.len()..] } else { "" };
+                Some(format!("{pre}{rest}"))
+            }
+            crate::config::route::PathMatch::Path(_) => Some(pre.clone()),
+            crate::config::route::PathMatch::Regex(_) => Some(pre.clone()),
+        }
+    } else {
+        action.regex_rewrite.as_ref().map(|(re, sub)| re.replace_all(&path, sub.as_str()).into_owned())
+    };
+    if let Some(np) = new_path {
+        if let Ok(v) = HeaderValue::from_str(&path) {
+            req.headers_mut().insert("x-envoy-original-path", v);
+        }
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = format!("{np}{query}").parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+}
+
+fn redirect(rd: &Redirect, authority: &str, path_and_query: &str, pm: &crate::config::route::PathMatch) -> Response<Body> {
+    let (host_only, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || authority.starts_with('[') && authority.contains("]:") => {
+            (h.to_string(), Some(p.to_string()))
+        }
+        _ => (authority.to_string(), None),
+    };
+    let scheme = rd.scheme.clone().unwrap_or_else(|| "http".into());
+    let host = rd.host.clone().unwrap_or(host_only);
+    let port = match (rd.port, &rd.scheme) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => port,
+    };
+    let default_port = (scheme == "http" && port.as_deref() == Some("80")) || (scheme == "https" && port.as_deref() == Some("443"));
+    let (path, query) = match path_and_query.find('?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i..]),
+        None => (path_and_query, ""),
+    };
+    let new_path = match &rd.path {
+        RedirectPath::Keep => path.to_string(),
+        RedirectPath::Path(p) => p.clone(),
+        RedirectPath::Prefix(pre) => match pm {
+            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::PathSeparatedPrefix(p) => format!("{pre}{}", path.get(p.len()..).unwrap_or("")),
+            _ => pre.clone(),
+        },
+        RedirectPath::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
+    };
+    let (new_path, query) = match new_path.find('?') {
+        Some(i) => (new_path[..i].to_string(), new_path[i..].to_string()),
+        None => (new_path, query.to_string()),
+    };
+    let query = if rd.strip_query { String::new() } else { query };
+    let port = match port {
+        Some(p) if !default_port => format!(":{p}"),
+        _ => String::new(),
+    };
+    let location = format!("{scheme}://{host}{port}{new_path}{query}");
+    let mut r = Response::new(super::empty_body());
+    *r.status_mut() = http::StatusCode::from_u16(rd.status).unwrap_or(http::StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}

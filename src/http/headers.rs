@@ -1,0 +1,174 @@
+//! Request header handling as Envoy's HCM does it: x-forwarded-for, x-forwarded-proto,
+//! x-request-id, internal-request detection and x-envoy-* sanitizing.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::hcm::{ForwardClientCert, HcmConfig};
+
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static XRID: HeaderName = HeaderName::from_static("x-request-id");
+static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static XEI: HeaderName = HeaderName::from_static("x-envoy-internal");
+static XEEA: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// What header processing decided about the request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The request came from an internal address.
+    pub internal: bool,
+    /// The x-request-id the request carries now.
+    pub request_id: Option<HeaderValue>,
+}
+
+/// Envoy's default internal ranges: RFC 1918, loopback and IPv6 unique-local.
+fn default_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.to_ipv4_mapped().is_some_and(|v| v.is_private() || v.is_loopback()),
+    }
+}
+
+fn is_internal(cfg: &HcmConfig, ip: IpAddr) -> bool {
+    match &cfg.internal_cidrs {
+        Some(ranges) => ranges.iter().any(|r| r.contains(ip)),
+        None => default_internal(ip),
+    }
+}
+
+/// Mutates request headers before routing. `remote` is the peer address, `tls` whether the
+/// downstream connection is encrypted.
+pub fn mutate_request(cfg: &HcmConfig, headers: &mut HeaderMap, remote: IpAddr, tls: bool) -> Decision {
+    let scheme = if tls { "https" } else { "http" };
+    let internal;
+    if cfg.use_remote_address {
+        if !cfg.skip_xff_append {
+            append_xff(headers, remote);
+        }
+        internal = is_internal(cfg, remote);
+        if !internal {
+            headers.insert(XEEA.clone(), HeaderValue::from_str(&remote.to_string()).unwrap_or(HeaderValue::from_static("")));
+        }
+        // The proxy is the edge: it sets x-forwarded-proto from the connection.
+        headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
+    } else {
+        // Trust x-forwarded-for: the client address is num_trusted_hops from the right.
+        let client = xff_client(headers, cfg.xff_num_trusted_hops);
+        internal = match client {
+            Some(ip) => is_internal(cfg, ip),
+            None => false,
+        };
+        if !headers.contains_key(&XFP) {
+            headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
+        }
+    }
+    if internal {
+        headers.insert(XEI.clone(), HeaderValue::from_static("true"));
+    } else {
+        headers.remove(&XEI);
+        if cfg.use_remote_address {
+            sanitize_envoy_headers(headers);
+        }
+    }
+    if cfg.forward_client_cert == ForwardClientCert::Sanitize || !tls {
+        if cfg.forward_client_cert == ForwardClientCert::Sanitize {
+            headers.remove(&XFCC);
+        }
+    }
+    let keep_id = headers.contains_key(&XRID) && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);
+    if cfg.generate_request_id && !keep_id {
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            headers.insert(XRID.clone(), v);
+        }
+    }
+    Decision { internal, request_id: headers.get(&XRID).cloned() }
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+    let ip = ip.to_string();
+    let v = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        headers.insert(XFF.clone(), v);
+    }
+}
+
+fn xff_client(headers: &HeaderMap, trusted_hops: u32) -> Option<IpAddr> {
+    let v = headers.get(&XFF)?.to_str().ok()?;
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let idx = parts.len().checked_sub(1 + trusted_hops as usize)?;
+    parts.get(idx)?.parse().ok()
+}
+
+/// Removes x-envoy-* request headers an external client could use to steer the proxy.
+fn sanitize_envoy_headers(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-envoy-") && k != "x-envoy-external-address" && !matches!(k, "x-envoy-decorator-operation" | "x-envoy-downstream-service-cluster" | "x-envoy-downstream-service-node")
+        })
+        .cloned()
+        .collect();
+    for k in doomed {
+        headers.remove(k);
+    }
+}
+
+/// Hop-by-hop headers never forwarded.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(http::header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+        for name in conn.split(',').map(str::trim) {
+            let lname = name.to_ascii_lowercase();
+            if keep_upgrade && lname == "upgrade" {
+                continue;
+            }
+            if !lname.is_empty() && lname != "close" && lname != "keep-alive" {
+                headers.remove(lname.as_str());
+            }
+        }
+    }
+    for h in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        headers.remove(h);
+    }
+    if !keep_upgrade {
+        headers.remove(http::header::CONNECTION);
+        headers.remove(http::header::UPGRADE);
+    }
+    if let Some(te) = headers.get(http::header::TE) {
+        if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            return;
+        }
+        headers.remove(http::header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xff_trusted_hops() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 10.0.0.1".parse().unwrap());
+        assert_eq!(xff_client(&h, 0), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(xff_client(&h, 1), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(xff_client(&h, 2), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "x-custom, close".parse().unwrap());
+        h.insert("x-custom", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Listeners: bind (one SO_REUSEPORT socket per worker), accept, pick the filter chain, run its
+//! network filters.
+
+pub mod filter_chain_match;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::filters::NetworkFilter;
+use crate::config::listener::{FilterChain, Listener};
+use crate::http::conn_manager::HttpConnectionManager;
+use crate::network::tcp_proxy::TcpProxy;
+use crate::server::Server;
+use crate::stats::{Counter, Gauge};
+use filter_chain_match::{select, ConnectionFacts};
+
+/// A chain ready to serve: its terminal filter with per-config state built once.
+#[derive(Debug)]
+enum ActiveChain {
+    Http(Arc<HttpConnectionManager>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// A listener at run time.
+#[derive(Debug)]
+pub struct ActiveListener {
+    /// Its config.
+    pub config: Arc<Listener>,
+    chains: Vec<ActiveChain>,
+    default_chain: Option<ActiveChain>,
+    stats: ListenerStats,
+}
+
+#[derive(Debug)]
+struct ListenerStats {
+    downstream_cx_total: Arc<Counter>,
+    downstream_cx_active: Arc<Gauge>,
+    downstream_cx_destroy: Arc<Counter>,
+    no_filter_chain_match: Arc<Counter>,
+    downstream_cx_overflow: Arc<Counter>,
+}
+
+/// Global downstream connection count (overload manager limit).
+pub static ACTIVE_DOWNSTREAM: AtomicU64 = AtomicU64::new(0);
+
+impl ActiveListener {
+    /// Builds the per-config state of every chain.
+    pub fn new(config: Arc<Listener>, server: &Arc<Server>) -> Arc<Self> {
+        let mk = |c: &Arc<FilterChain>| match c.filters.last() {
+            Some(NetworkFilter::HttpConnectionManager(h)) => ActiveChain::Http(Arc::new(HttpConnectionManager::new(h.clone(), server))),
+            Some(NetworkFilter::TcpProxy(t)) => ActiveChain::Tcp(Arc::new(TcpProxy::new(t.clone(), server))),
+            None => unreachable_chain(),
+        };
+        let p = format!("listener.{}.", config.stat_prefix);
+        let s = &server.stats;
+        Arc::new(Self {
+            chains: config.filter_chains.iter().map(mk).collect(),
+            default_chain: config.default_filter_chain.as_ref().map(mk),
+            stats: ListenerStats {
+                downstream_cx_total: s.counter(&format!("{p}downstream_cx_total")),
+                downstream_cx_active: s.gauge(&format!("{p}downstream_cx_active")),
+                downstream_cx_destroy: s.counter(&format!("{p}downstream_cx_destroy")),
+                no_filter_chain_match: s.counter(&format!("{p}no_filter_chain_match")),
+                downstream_cx_overflow: s.counter(&format!("{p}downstream_cx_overflow")),
+            },
+            config,
+        })
+    }
+
+    /// Binds one socket for a worker.
+    pub fn bind(&self) -> std::io::Result<TcpListener> {
+        let addr = self.config.address;
+        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if self.config.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
+        if addr.is_ipv6() {
+            sock.set_only_v6(false).ok();
+        }
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(self.config.backlog as i32)?;
+        TcpListener::from_std(sock.into())
+    }
+
+    /// Accepts until the server drains.
+    pub async fn accept_loop(self: Arc<Self>, server: Arc<Server>, listener: TcpListener) {
+        let mut drain = server.drain.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => return,
+            };
+            let (stream, remote) = match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(listener = %self.config.name, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if !self.config.ignore_global_conn_limit {
+                if let Some(max) = server.config.max_downstream_connections {
+                    if ACTIVE_DOWNSTREAM.load(Ordering::Relaxed) >= max {
+                        self.stats.downstream_cx_overflow.inc();
+                        continue;
+                    }
+                }
+            }
+            let this = self.clone();
+            let server = server.clone();
+            tokio::spawn(async move { this.serve(server, stream, remote).await });
+        }
+    }
+
+    async fn serve(self: Arc<Self>, server: Arc<Server>, stream: TcpStream, remote: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(self.config.address);
+        let facts = ConnectionFacts {
+            local,
+            remote,
+            direct_remote: remote,
+            server_name: None,
+            transport_protocol: "raw_buffer",
+            application_protocols: &[],
+        };
+        let matches: Vec<_> = self.config.filter_chains.iter().map(|c| &c.matcher).collect();
+        let chain = match select(&matches, &facts) {
+            Some(i) => &self.chains[i],
+            None => match &self.default_chain {
+                Some(c) => c,
+                None => {
+                    self.stats.no_filter_chain_match.inc();
+                    return;
+                }
+            },
+        };
+        self.stats.downstream_cx_total.inc();
+        self.stats.downstream_cx_active.inc();
+        ACTIVE_DOWNSTREAM.fetch_add(1, Ordering::Relaxed);
+        match chain {
+            ActiveChain::Http(h) => h.clone().serve(server, stream, remote).await,
+            ActiveChain::Tcp(t) => t.clone().serve(server, stream).await,
+        }
+        ACTIVE_DOWNSTREAM.fetch_sub(1, Ordering::Relaxed);
+        self.stats.downstream_cx_active.dec();
+        self.stats.downstream_cx_destroy.inc();
+    }
+}
+
+fn unreachable_chain() -> ActiveChain {
+    // Conversion guarantees every chain ends in a terminal filter.
+    panic!("filter chain without a terminal filter passed config conversion")
+}

@@ -1,0 +1,100 @@
+//! Server-wide state shared by listeners, the admin API and shutdown: stats, clusters, the
+//! drain signal and the server's own stats.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::stats::{Gauge, Store};
+use crate::upstream::ClusterManager;
+
+/// Envoy's server.state values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Serving.
+    Live = 0,
+    /// Draining.
+    Draining = 1,
+    /// Initialising.
+    PreInitializing = 2,
+    /// Initialising.
+    Initializing = 3,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct Server {
+    /// The config it runs.
+    pub config: Arc<ServerConfig>,
+    /// Every stat.
+    pub stats: Arc<Store>,
+    /// The clusters.
+    pub clusters: ClusterManager,
+    /// True once draining began (watchers close connections gracefully).
+    pub drain: watch::Sender<bool>,
+    /// Set by /healthcheck/fail.
+    pub health_failed: AtomicBool,
+    /// Start time.
+    pub started: Instant,
+    /// server.state
+    pub state: Arc<Gauge>,
+    /// Requested shutdown.
+    pub shutdown: watch::Sender<bool>,
+    /// Worker count.
+    pub concurrency: usize,
+}
+
+impl Server {
+    /// Builds the server state and its clusters (must run inside a tokio runtime: DNS clusters
+    /// start resolving).
+    pub fn new(config: Arc<ServerConfig>, concurrency: usize) -> Arc<Self> {
+        let stats = Arc::new(Store::new(config.tags.clone(), config.stats_matcher.clone()));
+        let clusters = ClusterManager::new(&config.clusters, &stats);
+        let state = stats.gauge("server.state");
+        state.set(ServerState::Initializing as i64);
+        stats.gauge("server.concurrency").set(concurrency as i64);
+        stats.gauge("cluster_manager.active_clusters").set(config.clusters.len() as i64);
+        stats.gauge("cluster_manager.warming_clusters").set(0);
+        stats.counter("cluster_manager.cluster_added").add(config.clusters.len() as u64);
+        Arc::new(Self {
+            config,
+            stats,
+            clusters,
+            drain: watch::channel(false).0,
+            health_failed: AtomicBool::new(false),
+            started: Instant::now(),
+            state,
+            shutdown: watch::channel(false).0,
+            concurrency,
+        })
+    }
+
+    /// Whether draining began.
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// Starts draining: listeners stop accepting new work gracefully.
+    pub fn start_drain(&self) {
+        self.state.set(ServerState::Draining as i64);
+        let _ = self.drain.send(true);
+    }
+
+    /// Asks the process to drain and exit.
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Whether /healthcheck/fail was called.
+    pub fn health_check_failed(&self) -> bool {
+        self.health_failed.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,105 @@
+//! A fixed-bucket histogram with Envoy's default bucket bounds (milliseconds for times).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Envoy's default histogram bucket upper bounds.
+pub const DEFAULT_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Counts of recorded values per bucket, plus the sum and total count.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; DEFAULT_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one value.
+    pub fn record(&self, value: f64) {
+        if let Some(i) = DEFAULT_BUCKETS.iter().position(|b| value <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+    }
+
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The sum of recorded values.
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Cumulative counts per bucket bound, as Prometheus `_bucket{le=...}` lines want them.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut acc = 0;
+        DEFAULT_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect()
+    }
+
+    /// An estimate of quantile `q` (0..=1) by linear interpolation inside the bucket, or `None`
+    /// when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let target = q * total as f64;
+        let mut lower = 0.0;
+        let mut seen = 0u64;
+        for (bound, count) in DEFAULT_BUCKETS.iter().zip(&self.buckets) {
+            let c = count.load(Ordering::Relaxed);
+            if c > 0 && (seen + c) as f64 >= target {
+                let frac = ((target - seen as f64) / c as f64).clamp(0.0, 1.0);
+                return Some(lower + (bound - lower) * frac);
+            }
+            seen += c;
+            lower = *bound;
+        }
+        Some(lower)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_quantiles() {
+        let h = Histogram::default();
+        for v in [0.2, 0.7, 3.0, 3.0] {
+            h.record(v);
+        }
+        assert_eq!(h.count(), 4);
+        let c = h.cumulative();
+        assert_eq!(c[0], (0.5, 1));
+        assert_eq!(c[1], (1.0, 2));
+        assert_eq!(c[2], (5.0, 4));
+        let p100 = h.quantile(1.0).unwrap();
+        assert!(p100 > 1.0 && p100 <= 5.0);
+        assert!(Histogram::default().quantile(0.5).is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! Stats with Envoy's names: counters, gauges and histograms registered once in a [`Store`],
+//! tag extraction as Envoy's `stats_config` describes it, and the text and Prometheus renderers
+//! the admin API serves.
+
+mod histogram;
+mod matcher;
+mod render;
+mod store;
+mod tags;
+
+pub use histogram::Histogram;
+pub use matcher::{Pattern, StatsMatcher};
+pub use render::{render_prometheus, render_text, TextQuery};
+pub use store::{Counter, Gauge, Metric, MetricKind, Store};
+pub use tags::{TagExtractor, TagProducer};

@@ -1,0 +1,220 @@
+//! The stat registry. Stats are created once (at config time) and updated lock-free on the
+//! data path through the `Arc` handles it returns.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::histogram::Histogram;
+use super::matcher::StatsMatcher;
+use super::tags::{ExtractedName, TagProducer};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter {
+    value: AtomicU64,
+    used: AtomicBool,
+}
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n`; marks the counter used, as Envoy does on every write.
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+    /// The current value.
+    pub fn value(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+    /// Whether it was ever written.
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    value: AtomicI64,
+    used: AtomicBool,
+}
+
+impl Gauge {
+    fn mark(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.sub(1);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: i64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.mark();
+    }
+    /// Subtracts `n`.
+    pub fn sub(&self, n: i64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+        self.mark();
+    }
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+        self.mark();
+    }
+    /// The current value (never below zero when rendered, as Envoy's gauges are unsigned).
+    pub fn value(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+    /// Whether it was ever written.
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// What kind of stat a [`Metric`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A counter.
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram.
+    Histogram,
+}
+
+/// One registered stat with its tag-extracted name.
+#[derive(Debug, Clone)]
+pub enum Metric {
+    /// A counter.
+    Counter(Arc<Counter>),
+    /// A gauge.
+    Gauge(Arc<Gauge>),
+    /// A histogram.
+    Histogram(Arc<Histogram>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub metric: Metric,
+    pub extracted: Arc<ExtractedName>,
+}
+
+/// The registry of every stat, keyed by its full Envoy name.
+#[derive(Debug)]
+pub struct Store {
+    entries: RwLock<BTreeMap<String, Entry>>,
+    tags: TagProducer,
+    matcher: StatsMatcher,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new(TagProducer::default_envoy(), StatsMatcher::default())
+    }
+}
+
+impl Store {
+    /// Builds a store with the given tag extractors and inclusion/exclusion matcher.
+    pub fn new(tags: TagProducer, matcher: StatsMatcher) -> Self {
+        Self {
+            entries: RwLock::new(BTreeMap::new()),
+            tags,
+            matcher,
+        }
+    }
+
+    /// Returns the counter named `name`, creating it on first use. A name the stats matcher
+    /// rejects gets a working counter that is not listed, as Envoy's null stats.
+    pub fn counter(&self, name: &str) -> Arc<Counter> {
+        match self.get_or_insert(name, || Metric::Counter(Arc::default())) {
+            Metric::Counter(c) => c,
+            _ => Arc::default(),
+        }
+    }
+
+    /// Returns the gauge named `name`, creating it on first use.
+    pub fn gauge(&self, name: &str) -> Arc<Gauge> {
+        match self.get_or_insert(name, || Metric::Gauge(Arc::default())) {
+            Metric::Gauge(g) => g,
+            _ => Arc::default(),
+        }
+    }
+
+    /// Returns the histogram named `name`, creating it on first use.
+    pub fn histogram(&self, name: &str) -> Arc<Histogram> {
+        match self.get_or_insert(name, || Metric::Histogram(Arc::default())) {
+            Metric::Histogram(h) => h,
+            _ => Arc::default(),
+        }
+    }
+
+    /// Looks up a stat by its full name.
+    pub fn get(&self, name: &str) -> Option<Metric> {
+        self.read().get(name).map(|e| e.metric.clone())
+    }
+
+    /// A point-in-time copy of every stat, sorted by name.
+    pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding the lock leaves the map itself intact; keep serving stats.
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get_or_insert(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
+        if let Some(e) = self.read().get(name) {
+            return e.metric.clone();
+        }
+        let metric = make();
+        if !self.matcher.accepts(name) {
+            return metric;
+        }
+        let extracted = Arc::new(self.tags.extract(name));
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string())
+            .or_insert(Entry { metric, extracted })
+            .metric
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_is_shared_by_name() {
+        let s = Store::default();
+        s.counter("cluster.a.upstream_rq_total").inc();
+        s.counter("cluster.a.upstream_rq_total").add(2);
+        assert_eq!(s.counter("cluster.a.upstream_rq_total").value(), 3);
+    }
+
+    #[test]
+    fn rejected_stat_still_counts_but_is_not_listed() {
+        let m = StatsMatcher::new(vec![], vec![super::super::matcher::Pattern::Prefix("x".into())]);
+        let s = Store::new(TagProducer::default_envoy(), m);
+        let c = s.counter("x.y");
+        c.inc();
+        assert_eq!(c.value(), 1);
+        assert!(s.get("x.y").is_none());
+    }
+}

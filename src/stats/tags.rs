@@ -1,0 +1,175 @@
+//! Tag extraction as Envoy does it: each extractor's regex is searched in the full stat name;
+//! its first capture group is removed from the name and its second is the tag's value.
+//! The remaining name and the tags give the Prometheus series.
+
+use fancy_regex::Regex;
+
+/// One `stats_tags` entry (or one of Envoy's defaults).
+#[derive(Debug, Clone)]
+pub struct TagExtractor {
+    name: String,
+    kind: ExtractorKind,
+    substr: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+enum ExtractorKind {
+    Regex(Regex),
+    Fixed(String),
+}
+
+/// A stat's name with its tags taken out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractedName {
+    /// The name with every extracted part removed.
+    pub name: String,
+    /// `(tag name, value)` pairs in extraction order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl TagExtractor {
+    /// An extractor from a tag name and an ECMAScript-style regex (Envoy's std::regex).
+    pub fn regex(name: &str, regex: &str) -> Result<Self, String> {
+        let re = Regex::new(regex).map_err(|e| format!("invalid tag regex {regex:?}: {e}"))?;
+        Ok(Self {
+            name: name.into(),
+            kind: ExtractorKind::Regex(re),
+            substr: None,
+        })
+    }
+
+    /// A tag with a fixed value added to every stat.
+    pub fn fixed(name: &str, value: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: ExtractorKind::Fixed(value.into()),
+            substr: None,
+        }
+    }
+
+    /// The tag's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn extract(&self, full: &str, remove: &mut Vec<(usize, usize)>) -> Option<String> {
+        let re = match &self.kind {
+            ExtractorKind::Fixed(v) => return Some(v.clone()),
+            ExtractorKind::Regex(re) => re,
+        };
+        if let Some(s) = self.substr {
+            if !full.contains(s) {
+                return None;
+            }
+        }
+        let caps = re.captures(full).ok()??;
+        let value = caps.get(2).or_else(|| caps.get(1))?.as_str().to_string();
+        if let Some(m) = caps.get(1) {
+            remove.push((m.start(), m.end()));
+        }
+        Some(value)
+    }
+}
+
+/// The ordered set of extractors a store applies to every new stat.
+#[derive(Debug, Clone, Default)]
+pub struct TagProducer {
+    extractors: Vec<TagExtractor>,
+}
+
+impl TagProducer {
+    /// Envoy's default extractors (`use_all_default_tags: true` with no `stats_tags`).
+    pub fn default_envoy() -> Self {
+        Self::new(Vec::new(), true)
+    }
+
+    /// Custom extractors first, then (when `use_defaults`) Envoy's defaults whose names the
+    /// custom ones do not already define, as Envoy's TagProducer does.
+    pub fn new(custom: Vec<TagExtractor>, use_defaults: bool) -> Self {
+        let mut extractors = custom;
+        if use_defaults {
+            for (name, regex, substr) in DEFAULTS {
+                if extractors.iter().any(|e| e.name == *name) {
+                    continue;
+                }
+                let mut e = TagExtractor::regex(name, regex).expect("default tag regexes compile");
+                e.substr = (!substr.is_empty()).then_some(*substr);
+                extractors.push(e);
+            }
+        }
+        Self { extractors }
+    }
+
+    /// Splits `full` into its tag-extracted name and tags.
+    pub fn extract(&self, full: &str) -> ExtractedName {
+        let mut remove = Vec::new();
+        let mut tags = Vec::new();
+        for e in &self.extractors {
+            if let Some(v) = e.extract(full, &mut remove) {
+                tags.push((e.name.clone(), v));
+            }
+        }
+        let name = full
+            .char_indices()
+            .filter(|(i, _)| !remove.iter().any(|(s, e)| i >= s && i < e))
+            .map(|(_, c)| c)
+            .collect();
+        ExtractedName { name, tags }
+    }
+}
+
+/// Envoy's default tag extractors: (tag name, regex, required substring).
+const DEFAULTS: &[(&str, &str, &str)] = &[
+    ("envoy.response_code", r"_rq(_(\d{3}))$", "_rq_"),
+    ("envoy.response_code_class", r"_rq_(\d)xx$", "_rq_"),
+    ("envoy.http_user_agent", r"^http(?=\.).*?\.user_agent\.((.*?)\.)\w+?$", ".user_agent."),
+    ("envoy.fault_downstream_cluster", r"^http(?=\.).*?\.fault\.((.*?)\.)\w+?$", ".fault."),
+    ("envoy.ssl_cipher", r"^listener(?=\.).*?\.ssl\.cipher(\.(.*?))$", ""),
+    ("envoy.ssl_cipher_suite", r"^cluster(?=\.).*?\.ssl\.ciphers(\.(.*?))$", ".ssl.ciphers."),
+    ("envoy.tcp_prefix", r"^tcp\.((.*?)\.)\w+?$", ""),
+    ("envoy.udp_prefix", r"^udp\.((.*?)\.)\w+?$", ""),
+    ("envoy.cluster_name", r"^cluster\.(([^\.]+)\.).*", ""),
+    ("envoy.http_conn_manager_prefix", r"^listener(?=\.).*?\.http\.((.*?)\.)", ".http."),
+    ("envoy.http_conn_manager_prefix", r"^http\.((.*?)\.)", ""),
+    (
+        "envoy.listener_address",
+        r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+        "",
+    ),
+    ("envoy.virtual_host", r"^vhost\.((.*?)\.)", ""),
+    ("envoy.rds_route_config", r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$", ".rds."),
+    ("envoy.worker_id", r"^listener_manager\.((worker_\d+)\.)", "listener_manager.worker_"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cluster_and_response_code() {
+        let p = TagProducer::default_envoy();
+        let e = p.extract("cluster.backend.upstream_rq_200");
+        assert_eq!(e.name, "cluster.upstream_rq");
+        assert!(e.tags.contains(&("envoy.cluster_name".into(), "backend".into())));
+        assert!(e.tags.contains(&("envoy.response_code".into(), "200".into())));
+    }
+
+    #[test]
+    fn listener_address_and_hcm_prefix() {
+        let p = TagProducer::default_envoy();
+        let e = p.extract("listener.0.0.0.0_15090.downstream_cx_total");
+        assert_eq!(e.name, "listener.downstream_cx_total");
+        assert_eq!(e.tags, vec![("envoy.listener_address".into(), "0.0.0.0_15090".into())]);
+        let e = p.extract("http.ingress_http.downstream_rq_total");
+        assert_eq!(e.name, "http.downstream_rq_total");
+    }
+
+    #[test]
+    fn istio_semicolon_cluster_regex() {
+        let custom = vec![TagExtractor::regex("cluster_name", r"^cluster(\.(.+);)").unwrap()];
+        let p = TagProducer::new(custom, false);
+        let e = p.extract("cluster.prometheus_stats;.upstream_rq_total");
+        assert_eq!(e.name, "cluster.upstream_rq_total");
+        assert_eq!(e.tags, vec![("cluster_name".into(), "prometheus_stats".into())]);
+    }
+}

@@ -1,0 +1,251 @@
+//! Upstream: the cluster manager, hosts, load balancing, circuit breakers and connection pools.
+
+pub mod connect;
+pub mod lb;
+pub mod pool;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::cluster::{Cluster, Discovery, DnsLookupFamily};
+use crate::config::common::HostAddress;
+use crate::stats::Store;
+use connect::Target;
+use lb::{LbHost, LbState};
+use pool::{ConnLimits, Pool};
+use stats::ClusterStats;
+
+/// One upstream host of a cluster.
+#[derive(Debug)]
+pub struct Host {
+    /// Where it is.
+    pub target: Target,
+    /// Its hostname (for auto_host_rewrite).
+    pub hostname: String,
+    /// LB weight.
+    pub weight: u32,
+    /// Requests in flight.
+    pub active_requests: AtomicU64,
+    /// Its connection pool.
+    pub pool: Pool,
+}
+
+impl LbHost for Arc<Host> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn active_requests(&self) -> u64 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Socket(a) => write!(f, "{a}"),
+            Target::Pipe(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// A cluster at run time: its config, current hosts, balancer and stats.
+#[derive(Debug)]
+pub struct ClusterRuntime {
+    /// The config.
+    pub config: Arc<Cluster>,
+    /// Healthy hosts (swapped whole on DNS changes).
+    pub hosts: ArcSwap<Vec<Arc<Host>>>,
+    /// Balancer state.
+    pub lb: LbState,
+    /// Stats.
+    pub stats: Arc<ClusterStats>,
+    /// Requests in flight (circuit breaker).
+    pub open_requests: AtomicU64,
+    /// Connection limits shared by the hosts' pools.
+    pub limits: Arc<ConnLimits>,
+}
+
+impl ClusterRuntime {
+    fn new(config: Arc<Cluster>, store: &Arc<Store>) -> Arc<Self> {
+        let stats = Arc::new(ClusterStats::new(store, &config.stat_name));
+        let rt = Arc::new(Self {
+            hosts: ArcSwap::from_pointee(Vec::new()),
+            lb: LbState::default(),
+            stats,
+            open_requests: AtomicU64::new(0),
+            limits: Arc::default(),
+            config,
+        });
+        if rt.config.discovery == Discovery::Static {
+            let hosts = rt
+                .config
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let target = match &e.address {
+                        HostAddress::Socket(s) => Target::Socket(*s),
+                        HostAddress::Pipe(p) => Target::Pipe(p.clone()),
+                        HostAddress::Dns(..) => return None,
+                    };
+                    Some((target, e.hostname.clone(), e.weight, e.healthy))
+                })
+                .collect();
+            rt.set_hosts(hosts);
+        }
+        rt
+    }
+
+    /// Replaces the host set, keeping the pools of hosts that stay.
+    pub fn set_hosts(self: &Arc<Self>, hosts: Vec<(Target, String, u32, bool)>) {
+        let old = self.hosts.load();
+        let total = hosts.len();
+        let mut next = Vec::new();
+        for (target, hostname, weight, healthy) in hosts {
+            if !healthy {
+                continue;
+            }
+            let same = old.iter().find(|h| same_target(&h.target, &target) && h.weight == weight);
+            next.push(match same {
+                Some(h) => h.clone(),
+                None => Arc::new(Host {
+                    pool: Pool::new(self.config.clone(), self.stats.clone(), self.limits.clone(), target.clone()),
+                    target,
+                    hostname,
+                    weight,
+                    active_requests: AtomicU64::new(0),
+                }),
+            });
+        }
+        self.stats.membership_total.set(total as i64);
+        self.stats.membership_healthy.set(next.len() as i64);
+        self.hosts.store(Arc::new(next));
+    }
+
+    /// Picks a host, or None when the cluster has no healthy host.
+    pub fn choose_host(&self) -> Option<Arc<Host>> {
+        let hosts = self.hosts.load();
+        if hosts.is_empty() {
+            return None;
+        }
+        let i = self.lb.pick(self.config.lb_policy, &hosts, || fastrand::u64(..));
+        Some(hosts[i].clone())
+    }
+
+    /// Takes a request slot under the max_requests circuit breaker; None when it is open.
+    pub fn try_start_request(self: &Arc<Self>) -> Option<RequestGuard> {
+        let max = self.config.thresholds.max_requests;
+        let prev = self.open_requests.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.open_requests.fetch_sub(1, Ordering::AcqRel);
+            self.stats.cb_rq_open.set(1);
+            return None;
+        }
+        if prev + 1 >= max {
+            self.stats.cb_rq_open.set(1);
+        }
+        self.stats.upstream_rq_active.inc();
+        Some(RequestGuard { cluster: self.clone() })
+    }
+}
+
+fn same_target(a: &Target, b: &Target) -> bool {
+    match (a, b) {
+        (Target::Socket(x), Target::Socket(y)) => x == y,
+        (Target::Pipe(x), Target::Pipe(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Holds a max_requests slot until dropped.
+#[derive(Debug)]
+pub struct RequestGuard {
+    cluster: Arc<ClusterRuntime>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let c = &self.cluster;
+        let prev = c.open_requests.fetch_sub(1, Ordering::AcqRel);
+        if prev <= c.config.thresholds.max_requests {
+            c.stats.cb_rq_open.set(0);
+        }
+        c.stats.upstream_rq_active.dec();
+    }
+}
+
+/// Every cluster by name.
+#[derive(Debug, Default)]
+pub struct ClusterManager {
+    clusters: HashMap<Arc<str>, Arc<ClusterRuntime>>,
+}
+
+impl ClusterManager {
+    /// Builds the runtime of every cluster and starts DNS resolution for DNS clusters.
+    pub fn new(clusters: &[Arc<Cluster>], store: &Arc<Store>) -> Self {
+        let mut map = HashMap::new();
+        for c in clusters {
+            let rt = ClusterRuntime::new(c.clone(), store);
+            if c.discovery != Discovery::Static {
+                tokio::spawn(resolve_loop(Arc::downgrade(&rt)));
+            }
+            map.insert(c.name.clone(), rt);
+        }
+        Self { clusters: map }
+    }
+
+    /// The cluster named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterRuntime>> {
+        self.clusters.get(name)
+    }
+
+    /// Every cluster, sorted by name.
+    pub fn all(&self) -> Vec<&Arc<ClusterRuntime>> {
+        let mut v: Vec<_> = self.clusters.values().collect();
+        v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        v
+    }
+}
+
+/// Re-resolves a DNS cluster's endpoints every dns_refresh_rate while the cluster lives.
+async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
+    loop {
+        let Some(rt) = weak.upgrade() else { return };
+        let period = rt.config.dns_refresh_rate;
+        let mut hosts = Vec::new();
+        for e in &rt.config.endpoints {
+            let HostAddress::Dns(name, port) = &e.address else { continue };
+            match tokio::net::lookup_host((name.as_str(), *port)).await {
+                Ok(addrs) => {
+                    let mut addrs: Vec<SocketAddr> = filter_family(addrs.collect(), rt.config.dns_lookup_family);
+                    if rt.config.discovery == Discovery::LogicalDns {
+                        addrs.truncate(1);
+                    }
+                    for a in addrs {
+                        hosts.push((Target::Socket(a), name.clone(), e.weight, e.healthy));
+                    }
+                }
+                Err(err) => tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}"),
+            }
+        }
+        rt.set_hosts(hosts);
+        drop(rt);
+        tokio::time::sleep(period).await;
+    }
+}
+
+fn filter_family(addrs: Vec<SocketAddr>, family: DnsLookupFamily) -> Vec<SocketAddr> {
+    let v4: Vec<_> = addrs.iter().copied().filter(SocketAddr::is_ipv4).collect();
+    let v6: Vec<_> = addrs.iter().copied().filter(SocketAddr::is_ipv6).collect();
+    match family {
+        DnsLookupFamily::V4Only => v4,
+        DnsLookupFamily::V6Only => v6,
+        DnsLookupFamily::Auto => if v6.is_empty() { v4 } else { v6 },
+        DnsLookupFamily::V4Preferred => if v4.is_empty() { v6 } else { v4 },
+        DnsLookupFamily::All => addrs,
+    }
+}

@@ -1,0 +1,246 @@
+//! Connection pools, one per host: HTTP/1.1 keep-alive connections (one request at a time each)
+//! and one multiplexed HTTP/2 connection. The cluster's max_connections and
+//! max_pending_requests circuit breakers bound what opens and what waits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Notify;
+
+use super::connect::{connect, ConnectError, Target};
+use super::stats::ClusterStats;
+use crate::config::cluster::Cluster;
+
+/// The body type sent upstream.
+pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+/// Connection limits shared by every host of a cluster.
+#[derive(Debug, Default)]
+pub struct ConnLimits {
+    /// Connections open.
+    pub open: AtomicU64,
+    /// Requests waiting for a connection.
+    pub pending: AtomicU64,
+    /// Signalled when a connection is released or closed.
+    pub released: Notify,
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Connect failed or timed out.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP handshake failed.
+    #[error("upstream handshake failed: {0}")]
+    Handshake(hyper::Error),
+    /// max_pending_requests was reached.
+    #[error("pending request overflow")]
+    PendingOverflow,
+}
+
+/// A host's pool.
+#[derive(Debug)]
+pub struct Pool {
+    cluster: Arc<Cluster>,
+    stats: Arc<ClusterStats>,
+    limits: Arc<ConnLimits>,
+    target: Target,
+    idle_h1: Mutex<Vec<H1Conn>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+}
+
+/// An HTTP/1.1 connection checked out of the pool.
+#[derive(Debug)]
+pub struct H1Conn {
+    /// The sender.
+    pub sender: http1::SendRequest<UpstreamBody>,
+    /// Requests sent on it so far.
+    pub requests: u32,
+}
+
+impl Pool {
+    /// A pool for `target`.
+    pub fn new(cluster: Arc<Cluster>, stats: Arc<ClusterStats>, limits: Arc<ConnLimits>, target: Target) -> Self {
+        Self { cluster, stats, limits, target, idle_h1: Mutex::new(Vec::new()), h2: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Checks out an idle HTTP/1.1 connection or opens one, waiting (as a pending request)
+    /// while the cluster is at max_connections.
+    pub async fn acquire_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
+        let mut pending = false;
+        let result = loop {
+            if !upgrades {
+                if let Some(c) = self.pop_idle() {
+                    break Ok(c);
+                }
+            }
+            let open = self.limits.open.load(Ordering::Acquire);
+            if open < self.cluster.thresholds.max_connections {
+                break self.open_h1(upgrades).await;
+            }
+            if !pending {
+                self.stats.upstream_cx_overflow.inc();
+                let waiting = self.limits.pending.fetch_add(1, Ordering::AcqRel);
+                if waiting >= self.cluster.thresholds.max_pending_requests {
+                    self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+                    self.stats.upstream_rq_pending_overflow.inc();
+                    return Err(PoolError::PendingOverflow);
+                }
+                pending = true;
+                self.stats.upstream_rq_pending_total.inc();
+                self.stats.upstream_rq_pending_active.inc();
+                self.stats.cb_cx_open.set(1);
+            }
+            let notified = self.limits.released.notified();
+            if let Some(c) = self.pop_idle() {
+                break Ok(c);
+            }
+            notified.await;
+        };
+        if pending {
+            self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.upstream_rq_pending_active.dec();
+        }
+        result
+    }
+
+    /// Returns a connection after its response completed.
+    pub fn release_h1(&self, mut conn: H1Conn) {
+        conn.requests += 1;
+        let exhausted = self.cluster.max_requests_per_connection.is_some_and(|m| conn.requests >= m);
+        if conn.sender.is_closed() || exhausted {
+            return;
+        }
+        if let Ok(mut idle) = self.idle_h1.lock() {
+            idle.push(conn);
+        }
+        self.limits.released.notify_one();
+    }
+
+    /// The host's HTTP/2 connection, opened on first use and reopened when it closes.
+    pub async fn acquire_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
+        let mut slot = self.h2.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        let stream = self.open_stream().await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        if let Some(w) = self.cluster.http2_initial_stream_window_size {
+            builder.initial_stream_window_size(w);
+        }
+        if let Some(w) = self.cluster.http2_initial_connection_window_size {
+            builder.initial_connection_window_size(w);
+        }
+        let (sender, conn) = match builder.handshake(TokioIo::new(stream)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.connection_closed();
+                return Err(PoolError::Handshake(e));
+            }
+        };
+        self.stats.upstream_cx_http2_total.inc();
+        let guard = CloseGuard { pool_stats: self.stats.clone(), limits: self.limits.clone() };
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(guard);
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn pop_idle(&self) -> Option<H1Conn> {
+        let mut idle = self.idle_h1.lock().ok()?;
+        while let Some(c) = idle.pop() {
+            if !c.sender.is_closed() && c.sender.is_ready() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn open_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
+        let stream = self.open_stream().await?;
+        let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.connection_closed();
+                return Err(PoolError::Handshake(e));
+            }
+        };
+        self.stats.upstream_cx_http1_total.inc();
+        let guard = CloseGuard { pool_stats: self.stats.clone(), limits: self.limits.clone() };
+        let idle = self.cluster.idle_timeout;
+        tokio::spawn(async move {
+            if upgrades {
+                let _ = conn.with_upgrades().await;
+            } else {
+                let _ = conn.await;
+            }
+            drop(guard);
+        });
+        let _ = idle;
+        Ok(H1Conn { sender, requests: 0 })
+    }
+
+    async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
+        self.limits.open.fetch_add(1, Ordering::AcqRel);
+        match connect(&self.target, self.cluster.connect_timeout, self.cluster.tcp_keepalive).await {
+            Ok(s) => {
+                self.stats.upstream_cx_total.inc();
+                self.stats.upstream_cx_active.inc();
+                Ok(s)
+            }
+            Err(e) => {
+                self.limits.open.fetch_sub(1, Ordering::AcqRel);
+                self.limits.released.notify_one();
+                self.stats.upstream_cx_connect_fail.inc();
+                if matches!(e, ConnectError::Timeout) {
+                    self.stats.upstream_cx_connect_timeout.inc();
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn connection_closed(&self) {
+        self.limits.open.fetch_sub(1, Ordering::AcqRel);
+        self.stats.upstream_cx_active.dec();
+        self.stats.upstream_cx_destroy.inc();
+        self.limits.released.notify_one();
+    }
+
+    /// Closes idle connections (drops their senders).
+    pub fn drain_idle(&self) {
+        if let Ok(mut idle) = self.idle_h1.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// Accounts a connection's close when its driver task ends.
+struct CloseGuard {
+    pool_stats: Arc<ClusterStats>,
+    limits: Arc<ConnLimits>,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.limits.open.fetch_sub(1, Ordering::AcqRel);
+        self.pool_stats.upstream_cx_active.dec();
+        self.pool_stats.upstream_cx_destroy.inc();
+        self.pool_stats.cb_cx_open.set(0);
+        self.limits.released.notify_one();
+    }
+}
+
+/// Response of an upstream exchange.
+pub type UpstreamResponse = http::Response<Incoming>;

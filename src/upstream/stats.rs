@@ -1,0 +1,113 @@
+//! Per-cluster stats with Envoy's names (`cluster.<name>.*`).
+
+use std::sync::Arc;
+
+use crate::stats::{Counter, Gauge, Histogram, Store};
+
+/// The stats of one cluster.
+#[derive(Debug)]
+pub struct ClusterStats {
+    /// upstream_cx_total
+    pub upstream_cx_total: Arc<Counter>,
+    /// upstream_cx_active
+    pub upstream_cx_active: Arc<Gauge>,
+    /// upstream_cx_http1_total
+    pub upstream_cx_http1_total: Arc<Counter>,
+    /// upstream_cx_http2_total
+    pub upstream_cx_http2_total: Arc<Counter>,
+    /// upstream_cx_connect_fail
+    pub upstream_cx_connect_fail: Arc<Counter>,
+    /// upstream_cx_connect_timeout
+    pub upstream_cx_connect_timeout: Arc<Counter>,
+    /// upstream_cx_overflow
+    pub upstream_cx_overflow: Arc<Counter>,
+    /// upstream_cx_destroy
+    pub upstream_cx_destroy: Arc<Counter>,
+    /// upstream_cx_rx_bytes_total
+    pub upstream_cx_rx_bytes_total: Arc<Counter>,
+    /// upstream_cx_tx_bytes_total
+    pub upstream_cx_tx_bytes_total: Arc<Counter>,
+    /// upstream_cx_none_healthy
+    pub upstream_cx_none_healthy: Arc<Counter>,
+    /// upstream_rq_total
+    pub upstream_rq_total: Arc<Counter>,
+    /// upstream_rq_active
+    pub upstream_rq_active: Arc<Gauge>,
+    /// upstream_rq_pending_total
+    pub upstream_rq_pending_total: Arc<Counter>,
+    /// upstream_rq_pending_active
+    pub upstream_rq_pending_active: Arc<Gauge>,
+    /// upstream_rq_pending_overflow
+    pub upstream_rq_pending_overflow: Arc<Counter>,
+    /// upstream_rq_pending_failure_eject
+    pub upstream_rq_pending_failure_eject: Arc<Counter>,
+    /// upstream_rq_timeout
+    pub upstream_rq_timeout: Arc<Counter>,
+    /// upstream_rq_completed
+    pub upstream_rq_completed: Arc<Counter>,
+    /// upstream_rq_time
+    pub upstream_rq_time: Arc<Histogram>,
+    /// upstream_rq_rx_reset
+    pub upstream_rq_rx_reset: Arc<Counter>,
+    /// upstream_rq_tx_reset
+    pub upstream_rq_tx_reset: Arc<Counter>,
+    /// membership_total
+    pub membership_total: Arc<Gauge>,
+    /// membership_healthy
+    pub membership_healthy: Arc<Gauge>,
+    /// circuit_breakers.default.cx_open etc.
+    pub cb_cx_open: Arc<Gauge>,
+    /// circuit_breakers.default.rq_pending_open
+    pub cb_rq_pending_open: Arc<Gauge>,
+    /// circuit_breakers.default.rq_open
+    pub cb_rq_open: Arc<Gauge>,
+    prefix: String,
+    store: Arc<Store>,
+}
+
+impl ClusterStats {
+    /// Declares every stat of cluster `stat_name`.
+    pub fn new(store: &Arc<Store>, stat_name: &str) -> Self {
+        let p = format!("cluster.{stat_name}.");
+        let c = |n: &str| store.counter(&format!("{p}{n}"));
+        let g = |n: &str| store.gauge(&format!("{p}{n}"));
+        let s = Self {
+            upstream_cx_total: c("upstream_cx_total"),
+            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_http1_total: c("upstream_cx_http1_total"),
+            upstream_cx_http2_total: c("upstream_cx_http2_total"),
+            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_cx_destroy: c("upstream_cx_destroy"),
+            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
+            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
+            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
+            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_completed: c("upstream_rq_completed"),
+            upstream_rq_time: store.histogram(&format!("{p}upstream_rq_time")),
+            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
+            upstream_rq_tx_reset: c("upstream_rq_tx_reset"),
+            membership_total: g("membership_total"),
+            membership_healthy: g("membership_healthy"),
+            cb_cx_open: g("circuit_breakers.default.cx_open"),
+            cb_rq_pending_open: g("circuit_breakers.default.rq_pending_open"),
+            cb_rq_open: g("circuit_breakers.default.rq_open"),
+            prefix: p,
+            store: store.clone(),
+        };
+        s
+    }
+
+    /// Counts a response code: upstream_rq_<code> and upstream_rq_<class>xx.
+    pub fn response_code(&self, code: u16) {
+        self.store.counter(&format!("{}upstream_rq_{code}", self.prefix)).inc();
+        self.store.counter(&format!("{}upstream_rq_{}xx", self.prefix, code / 100)).inc();
+    }
+}
