@@ -11,8 +11,8 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let version = locked_version(&manifest.join("Cargo.lock"), "envoy-types");
-    let bin = find_registry_source(&format!("envoy-types-{version}"))
-        .join("src/generated/types.bin");
+    let bin =
+        find_registry_source(&format!("envoy-types-{version}")).join("src/generated/types.bin");
     std::fs::copy(&bin, out.join("envoy_types.bin"))
         .unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tracing_subscriber::{reload, EnvFilter};
+use tracing_subscriber::{EnvFilter, reload};
 
 use crate::bootstrap::cli::{Mode, Options};
 use crate::config::ServerConfig;
@@ -30,15 +30,28 @@ fn level(l: &str) -> Option<&'static str> {
 
 /// Installs the process logger at `-l` level.
 pub fn init_logging(opts: &Options) -> Result<(), String> {
-    let lvl = level(&opts.log_level).ok_or_else(|| format!("error: invalid log level {:?}", opts.log_level))?;
-    for part in opts.component_log_level.split(',').filter(|s| !s.is_empty()) {
-        let (_, l) = part.split_once(':').ok_or_else(|| format!("error: component log level not correctly specified: {part:?}"))?;
-        level(l).ok_or_else(|| format!("error: invalid log level {l:?} in --component-log-level"))?;
+    let lvl = level(&opts.log_level)
+        .ok_or_else(|| format!("error: invalid log level {:?}", opts.log_level))?;
+    for part in opts
+        .component_log_level
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (_, l) = part.split_once(':').ok_or_else(|| {
+            format!("error: component log level not correctly specified: {part:?}")
+        })?;
+        level(l)
+            .ok_or_else(|| format!("error: invalid log level {l:?} in --component-log-level"))?;
     }
     let (filter, handle) = reload::Layer::new(EnvFilter::new(lvl));
     use tracing_subscriber::prelude::*;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
     let _ = LOG_HANDLE.set(handle);
     if let Ok(mut l) = LOG_LEVEL.lock() {
         *l = lvl.to_string();
@@ -49,9 +62,11 @@ pub fn init_logging(opts: &Options) -> Result<(), String> {
 /// The `/logging` admin endpoint: `?level=<l>` changes every logger.
 pub fn logging_admin(params: &[(String, String)]) -> http::Response<crate::http::Body> {
     for (k, v) in params {
-        let target = if k == "level" { v.as_str() } else { v.as_str() };
+        let target = v.as_str();
         let Some(l) = level(target) else {
-            let mut r = http::Response::new(crate::http::full_body(bytes::Bytes::from(format!("error: unknown logger level {target:?}\n"))));
+            let mut r = http::Response::new(crate::http::full_body(bytes::Bytes::from(format!(
+                "error: unknown logger level {target:?}\n"
+            ))));
             *r.status_mut() = http::StatusCode::BAD_REQUEST;
             return r;
         };
@@ -65,7 +80,9 @@ pub fn logging_admin(params: &[(String, String)]) -> http::Response<crate::http:
         }
     }
     let cur = LOG_LEVEL.lock().map(|l| l.clone()).unwrap_or_default();
-    http::Response::new(crate::http::full_body(bytes::Bytes::from(format!("active loggers:\n  pilotfish: {cur}\n"))))
+    http::Response::new(crate::http::full_body(bytes::Bytes::from(format!(
+        "active loggers:\n  pilotfish: {cur}\n"
+    ))))
 }
 
 /// Runs the whole process; returns the exit code.
@@ -85,7 +102,10 @@ pub fn run(opts: Options) -> i32 {
     let loaded = match crate::bootstrap::load(&opts) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error initializing configuration '{}': {e}", opts.config_path);
+            eprintln!(
+                "error initializing configuration '{}': {e}",
+                opts.config_path
+            );
             return 1;
         }
     };
@@ -95,7 +115,10 @@ pub fn run(opts: Options) -> i32 {
     let config = match crate::config::build(&loaded.bootstrap, &loaded.dynamic) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error initializing configuration '{}':\n{e}", opts.config_path);
+            eprintln!(
+                "error initializing configuration '{}':\n{e}",
+                opts.config_path
+            );
             return 1;
         }
     };
@@ -106,8 +129,17 @@ pub fn run(opts: Options) -> i32 {
         println!("configuration '{}' OK", opts.config_path);
         return 0;
     }
-    let concurrency = opts.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().thread_name("pilotfish-worker").build() {
+    let concurrency = opts.concurrency.filter(|c| *c > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(concurrency)
+        .enable_all()
+        .thread_name("pilotfish-worker")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -126,11 +158,22 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
             continue;
         }
         let sockets = if l.reuse_port { concurrency } else { 1 };
+        let mut addr = l.address;
         for _ in 0..sockets {
-            match active.bind() {
-                Ok(s) => bound.push((active.clone(), s)),
+            match active.bind(addr) {
+                Ok(s) => {
+                    // Port 0 binds once; the other workers share the port it got.
+                    if let Ok(a) = s.local_addr() {
+                        addr = a;
+                    }
+                    server.record_bound(&l.name, addr);
+                    bound.push((active.clone(), s));
+                }
                 Err(e) => {
-                    eprintln!("error: cannot bind listener {} on {}: {e}", l.name, l.address);
+                    eprintln!(
+                        "error: cannot bind listener {} on {}: {e}",
+                        l.name, l.address
+                    );
                     return 1;
                 }
             }
@@ -155,11 +198,26 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         }
         tokio::spawn(active.accept_loop(server.clone(), sock));
     }
-    server.stats.gauge("listener_manager.total_listeners_active").set(config.listeners.len() as i64);
-    server.stats.gauge("listener_manager.workers_started").set(1);
+    server
+        .stats
+        .gauge("listener_manager.total_listeners_active")
+        .set(config.listeners.len() as i64);
+    server
+        .stats
+        .gauge("listener_manager.workers_started")
+        .set(1);
     if let Some(admin) = admin {
         if let Ok(a) = admin.local_addr() {
             tracing::info!("admin address: {a}");
+            if !opts.admin_address_path.is_empty() {
+                if let Err(e) = std::fs::write(&opts.admin_address_path, a.to_string()) {
+                    eprintln!(
+                        "error: cannot write admin address to {}: {e}",
+                        opts.admin_address_path
+                    );
+                    return 1;
+                }
+            }
         }
         tokio::spawn(crate::admin::serve(server.clone(), admin));
     }
@@ -173,7 +231,7 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
 }
 
 async fn wait_for_shutdown(server: &Server) {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return,

@@ -1,8 +1,8 @@
 //! Server-wide state shared by listeners, the admin API and shutdown: stats, clusters, the
 //! drain signal and the server's own stats.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -45,20 +45,29 @@ pub struct Server {
     pub shutdown: watch::Sender<bool>,
     /// Worker count.
     pub concurrency: usize,
+    /// Bound address of each listener, by name.
+    bound: std::sync::Mutex<std::collections::BTreeMap<String, std::net::SocketAddr>>,
 }
 
 impl Server {
     /// Builds the server state and its clusters (must run inside a tokio runtime: DNS clusters
     /// start resolving).
     pub fn new(config: Arc<ServerConfig>, concurrency: usize) -> Arc<Self> {
-        let stats = Arc::new(Store::new(config.tags.clone(), config.stats_matcher.clone()));
+        let stats = Arc::new(Store::new(
+            config.tags.clone(),
+            config.stats_matcher.clone(),
+        ));
         let clusters = ClusterManager::new(&config.clusters, &stats);
         let state = stats.gauge("server.state");
         state.set(ServerState::Initializing as i64);
         stats.gauge("server.concurrency").set(concurrency as i64);
-        stats.gauge("cluster_manager.active_clusters").set(config.clusters.len() as i64);
+        stats
+            .gauge("cluster_manager.active_clusters")
+            .set(config.clusters.len() as i64);
         stats.gauge("cluster_manager.warming_clusters").set(0);
-        stats.counter("cluster_manager.cluster_added").add(config.clusters.len() as u64);
+        stats
+            .counter("cluster_manager.cluster_added")
+            .add(config.clusters.len() as u64);
         Arc::new(Self {
             config,
             stats,
@@ -69,7 +78,20 @@ impl Server {
             state,
             shutdown: watch::channel(false).0,
             concurrency,
+            bound: Default::default(),
         })
+    }
+
+    /// Records where listener `name` is bound.
+    pub fn record_bound(&self, name: &str, addr: std::net::SocketAddr) {
+        if let Ok(mut b) = self.bound.lock() {
+            b.insert(name.to_string(), addr);
+        }
+    }
+
+    /// Where listener `name` is bound, if it is.
+    pub fn bound_address(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.bound.lock().ok()?.get(name).copied()
     }
 
     /// Whether draining began.

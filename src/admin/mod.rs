@@ -1,8 +1,8 @@
 //! The admin API on `admin.address`: readiness, stats, config dump, clusters, listeners,
 //! health-check toggles, logging, draining and shutdown.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -11,21 +11,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::bootstrap::json::to_json;
-use crate::http::{full_body, Body};
+use crate::http::{Body, full_body};
 use crate::server::{Server, ServerState};
-use crate::stats::{render_prometheus, render_text, TextQuery};
+use crate::stats::{TextQuery, render_prometheus, render_text};
 
 /// Serves the admin API on `listener` until shutdown.
 pub async fn serve(server: Arc<Server>, listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let server = server.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -60,16 +64,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -85,9 +87,21 @@ pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
     let has = |k: &str| params.iter().any(|(p, _)| p == k);
     let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
     let post = req.method() == Method::POST;
-    let mutating = matches!(path.as_str(), "/quitquitquit" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/logging" | "/reset_counters");
+    let mutating = matches!(
+        path.as_str(),
+        "/quitquitquit"
+            | "/healthcheck/fail"
+            | "/healthcheck/ok"
+            | "/drain_listeners"
+            | "/logging"
+            | "/reset_counters"
+    );
     if mutating && !post {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "This admin endpoint requires POST.\n");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "This admin endpoint requires POST.\n",
+        );
     }
     match path.as_str() {
         "/ready" => {
@@ -116,22 +130,45 @@ pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
                 "uptime_current_epoch": format!("{}s", server.uptime()),
                 "uptime_all_epochs": format!("{}s", server.uptime()),
             });
-            reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&info).unwrap_or_default())
+            reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&info).unwrap_or_default(),
+            )
         }
         "/stats" => {
             let filter = match get("filter") {
                 Some(f) if !f.is_empty() => match regex::Regex::new(&f) {
                     Ok(r) => Some(r),
-                    Err(e) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("Invalid regex: {e}\n")),
+                    Err(e) => {
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            "text/plain",
+                            format!("Invalid regex: {e}\n"),
+                        );
+                    }
                 },
                 _ => None,
             };
-            server.stats.gauge("server.uptime").set(server.uptime() as i64);
+            server
+                .stats
+                .gauge("server.uptime")
+                .set(server.uptime() as i64);
             if get("format").as_deref() == Some("prometheus") {
-                return text(render_prometheus(&server.stats, has("usedonly"), filter.as_ref()));
+                return text(render_prometheus(
+                    &server.stats,
+                    has("usedonly"),
+                    filter.as_ref(),
+                ));
             }
             if get("format").as_deref() == Some("json") {
-                let body = render_text(&server.stats, &TextQuery { used_only: has("usedonly"), filter });
+                let body = render_text(
+                    &server.stats,
+                    &TextQuery {
+                        used_only: has("usedonly"),
+                        filter,
+                    },
+                );
                 let stats: Vec<serde_json::Value> = body
                     .lines()
                     .filter_map(|l| l.split_once(": "))
@@ -140,23 +177,65 @@ pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
                         Err(_) => serde_json::json!({"name": n, "value": v}),
                     })
                     .collect();
-                return reply(StatusCode::OK, "application/json", serde_json::json!({"stats": stats}).to_string());
+                return reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"stats": stats}).to_string(),
+                );
             }
-            text(render_text(&server.stats, &TextQuery { used_only: has("usedonly"), filter }))
+            text(render_text(
+                &server.stats,
+                &TextQuery {
+                    used_only: has("usedonly"),
+                    filter,
+                },
+            ))
         }
         "/stats/prometheus" => {
-            server.stats.gauge("server.uptime").set(server.uptime() as i64);
-            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=UTF-8", render_prometheus(&server.stats, has("usedonly"), None))
+            server
+                .stats
+                .gauge("server.uptime")
+                .set(server.uptime() as i64);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=UTF-8",
+                render_prometheus(&server.stats, has("usedonly"), None),
+            )
         }
         "/config_dump" => config_dump(server, get("mask").or(get("resource"))),
         "/clusters" => clusters(server, get("format").as_deref() == Some("json")),
         "/listeners" => {
             let json = get("format").as_deref() == Some("json");
             if json {
-                let v: Vec<_> = server.config.listeners.iter().map(|l| serde_json::json!({"name": &*l.name, "local_address": {"socket_address": {"address": l.address.ip().to_string(), "port_value": l.address.port()}}})).collect();
-                reply(StatusCode::OK, "application/json", serde_json::json!({"listener_statuses": v}).to_string())
+                let v: Vec<_> = server
+                    .config
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        let a = server.bound_address(&l.name).unwrap_or(l.address);
+                        serde_json::json!({"name": &*l.name, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}})
+                    })
+                    .collect();
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"listener_statuses": v}).to_string(),
+                )
             } else {
-                text(server.config.listeners.iter().map(|l| format!("{}::{}\n", l.name, l.address)).collect::<String>())
+                text(
+                    server
+                        .config
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{}::{}\n",
+                                l.name,
+                                server.bound_address(&l.name).unwrap_or(l.address)
+                            )
+                        })
+                        .collect::<String>(),
+                )
             }
         }
         "/memory" => {
@@ -185,8 +264,14 @@ pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             text("OK\n")
         }
         "/logging" => crate::app::logging_admin(&params),
-        "/" => text("admin commands are: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners /memory /logging /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit\n"),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "invalid path. admin commands are listed at /\n"),
+        "/" => text(
+            "admin commands are: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners /memory /logging /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit\n",
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "invalid path. admin commands are listed at /\n",
+        ),
     }
 }
 
@@ -205,19 +290,24 @@ fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
         "static_listeners": cfg.listeners.iter().map(|l| serde_json::json!({"listener": with_type(to_json(&l.proto), "envoy.config.listener.v3.Listener")})).collect::<Vec<_>>(),
     });
     let mut routes_static = Vec::new();
-    for l in &cfg.bootstrap.static_resources.as_ref().map(|s| s.listeners.clone()).unwrap_or_default() {
+    for l in &cfg
+        .bootstrap
+        .static_resources
+        .as_ref()
+        .map(|s| s.listeners.clone())
+        .unwrap_or_default()
+    {
         for fc in &l.filter_chains {
             for f in &fc.filters {
                 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as CT;
                 use prost::Message;
-                if let Some(CT::TypedConfig(a)) = &f.config_type {
-                    if let Ok(h) = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(a.value.as_slice()) {
+                if let Some(CT::TypedConfig(a)) = &f.config_type
+                    && let Ok(h) = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(a.value.as_slice()) {
                         use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier as RS;
                         if let Some(RS::RouteConfig(rc)) = &h.route_specifier {
                             routes_static.push(serde_json::json!({"route_config": with_type(to_json(rc), "envoy.config.route.v3.RouteConfiguration")}));
                         }
                     }
-                }
             }
         }
     }
@@ -237,15 +327,29 @@ fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
                 "RoutesConfigDump" => want.iter().any(|w| w.contains("route_configs")),
                 _ => false,
             };
-            all.into_iter().filter(|c| c["@type"].as_str().map(|t| keep(t.rsplit('.').next().unwrap_or(""))).unwrap_or(false)).collect()
+            all.into_iter()
+                .filter(|c| {
+                    c["@type"]
+                        .as_str()
+                        .map(|t| keep(t.rsplit('.').next().unwrap_or("")))
+                        .unwrap_or(false)
+                })
+                .collect()
         }
     };
-    reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&serde_json::json!({"configs": configs})).unwrap_or_default())
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_string_pretty(&serde_json::json!({"configs": configs})).unwrap_or_default(),
+    )
 }
 
 fn with_type(mut v: serde_json::Value, name: &str) -> serde_json::Value {
     if let serde_json::Value::Object(m) = &mut v {
-        m.insert("@type".into(), serde_json::Value::String(format!("type.googleapis.com/{name}")));
+        m.insert(
+            "@type".into(),
+            serde_json::Value::String(format!("type.googleapis.com/{name}")),
+        );
     }
     v
 }
@@ -268,10 +372,16 @@ fn clusters(server: &Server, json: bool) -> Response<Body> {
                 out.push_str(&format!("{name}::{h}::rq_active::{}\n{name}::{h}::health_flags::healthy\n{name}::{h}::weight::{}\n", h.active_requests.load(Ordering::Relaxed), h.weight));
             }
         }
-        jv.push(serde_json::json!({"name": &**name, "added_via_api": false, "host_statuses": hosts}));
+        jv.push(
+            serde_json::json!({"name": &**name, "added_via_api": false, "host_statuses": hosts}),
+        );
     }
     if json {
-        reply(StatusCode::OK, "application/json", serde_json::json!({"cluster_statuses": jv}).to_string())
+        reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"cluster_statuses": jv}).to_string(),
+        )
     } else {
         text(out)
     }

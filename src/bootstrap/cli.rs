@@ -34,7 +34,11 @@ pub enum IpVersion {
 
 /// Envoy-compatible options. Unknown flags are an error.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "pilotfish", about = "An Envoy-compatible data-plane proxy", disable_version_flag = true)]
+#[command(
+    name = "pilotfish",
+    about = "An Envoy-compatible data-plane proxy",
+    disable_version_flag = true
+)]
 pub struct Options {
     /// Path to the bootstrap (YAML or JSON).
     #[arg(short = 'c', long = "config-path", default_value = "")]
@@ -114,6 +118,9 @@ pub struct Options {
     /// Accepted: core dumps follow the process limits already in place.
     #[arg(long = "enable-core-dump")]
     pub enable_core_dump: bool,
+    /// Write the admin listener's bound address to this file once it is up.
+    #[arg(long = "admin-address-path", default_value = "")]
+    pub admin_address_path: String,
     /// Print the version and exit.
     #[arg(long = "version")]
     pub version: bool,

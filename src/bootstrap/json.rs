@@ -18,12 +18,20 @@ const TYPED_STRUCT_URLS: [&str; 2] = [
 pub fn parse_yaml(text: &str, what: &str) -> Result<Value, ConfigError> {
     let v: Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigError::new(what, format!("malformed YAML/JSON: {e}")))?;
-    Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
+    Ok(if v.is_null() {
+        Value::Object(Default::default())
+    } else {
+        v
+    })
 }
 
 /// Decodes a JSON value as message `M`. With `allow_unknown`, unknown fields are skipped
 /// (Envoy's `--allow-unknown-static-fields`) and reported in the returned list.
-pub fn decode<M>(mut value: Value, root: &str, allow_unknown: bool) -> Result<(M, DynamicMessage, Vec<String>), ConfigError>
+pub fn decode<M>(
+    mut value: Value,
+    root: &str,
+    allow_unknown: bool,
+) -> Result<(M, DynamicMessage, Vec<String>), ConfigError>
 where
     M: prost::Message + prost::Name + Default,
 {
@@ -33,7 +41,7 @@ where
     let strict = deserialize(&desc, &value, true);
     let (dynamic, unknown) = match strict {
         Ok(m) => (m, Vec::new()),
-        Err(e) if allow_unknown && e.msg.starts_with("unknown field") => {
+        Err(e) if allow_unknown && is_unknown_field(&e.msg) => {
             let m = deserialize(&desc, &value, false).map_err(|e| e.under(root))?;
             (m, vec![e.under(root).to_string()])
         }
@@ -42,6 +50,10 @@ where
     let msg = M::decode(dynamic.encode_to_vec().as_slice())
         .map_err(|e| ConfigError::new(root, format!("re-decoding failed: {e}")))?;
     Ok((msg, dynamic, unknown))
+}
+
+fn is_unknown_field(msg: &str) -> bool {
+    msg.contains("unrecognized field") || msg.starts_with("unknown field")
 }
 
 /// Renders a message as JSON with proto field names, skipping defaults (the shape of Envoy's
@@ -76,7 +88,11 @@ fn deserialize(
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
     DynamicMessage::deserialize_with_options(desc.clone(), de, &opts).map_err(|e| {
         let path = track.path().to_string();
-        let path = if path == "?" || path == "." { String::new() } else { path };
+        let path = if path == "?" || path == "." {
+            String::new()
+        } else {
+            path
+        };
         ConfigError::new(path, e.to_string())
     })
 }
@@ -131,7 +147,11 @@ pub fn unwrap_typed_structs(value: &mut Value, path: &str) -> Result<(), ConfigE
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +174,11 @@ mod tests {
 
     #[test]
     fn unknown_field_names_path() {
-        let v = parse_yaml("static_resources:\n  clusters:\n  - name: a\n    bogus: 1\n", "-").unwrap();
+        let v = parse_yaml(
+            "static_resources:\n  clusters:\n  - name: a\n    bogus: 1\n",
+            "-",
+        )
+        .unwrap();
         let e = decode::<Bootstrap>(v, "", false).unwrap_err();
         assert!(e.path.contains("clusters[0]"), "{e}");
         assert!(e.msg.contains("bogus"), "{e}");

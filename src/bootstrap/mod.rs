@@ -26,7 +26,9 @@ pub struct Loaded {
 /// Reads, decodes and merges the bootstrap the options name.
 pub fn load(opts: &Options) -> Result<Loaded, ConfigErrors> {
     if opts.config_path.is_empty() && opts.config_yaml.is_empty() {
-        return Err(ConfigError::new("", "one of --config-path or --config-yaml is required").into());
+        return Err(
+            ConfigError::new("", "one of --config-path or --config-yaml is required").into(),
+        );
     }
     let mut unknown = Vec::new();
     let mut bootstrap = Bootstrap::default();
@@ -62,5 +64,9 @@ pub fn load(opts: &Options) -> Result<Loaded, ConfigErrors> {
         .ok_or_else(|| ConfigError::new("", "no Bootstrap descriptor"))?;
     let dynamic = DynamicMessage::decode(desc, bootstrap.encode_to_vec().as_slice())
         .map_err(|e| ConfigError::new("", e.to_string()))?;
-    Ok(Loaded { bootstrap, dynamic, unknown_fields: unknown })
+    Ok(Loaded {
+        bootstrap,
+        dynamic,
+        unknown_fields: unknown,
+    })
 }

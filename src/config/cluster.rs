@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use prost::Message;
 
-use super::common::{address, duration, timeout_or, HostAddress};
-use super::error::{index, join, ConfigError};
+use super::common::{HostAddress, address, duration, timeout_or};
+use super::error::{ConfigError, index, join};
 
 /// How endpoints are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,12 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
     }
 }
 
@@ -152,11 +157,28 @@ impl Cluster {
                 Ok(DT::Static) => Discovery::Static,
                 Ok(DT::StrictDns) => Discovery::StrictDns,
                 Ok(DT::LogicalDns) => Discovery::LogicalDns,
-                Ok(DT::Eds) => return Err(ConfigError::new(join(path, "type"), "EDS clusters need xDS, which is not implemented yet")),
-                Ok(DT::OriginalDst) => return Err(ConfigError::new(join(path, "type"), "ORIGINAL_DST clusters are not implemented yet")),
-                Err(_) => return Err(ConfigError::new(join(path, "type"), format!("unknown value {t}"))),
+                Ok(DT::Eds) => {
+                    return Err(ConfigError::new(
+                        join(path, "type"),
+                        "EDS clusters need xDS, which is not implemented yet",
+                    ));
+                }
+                Ok(DT::OriginalDst) => {
+                    return Err(ConfigError::new(
+                        join(path, "type"),
+                        "ORIGINAL_DST clusters are not implemented yet",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        join(path, "type"),
+                        format!("unknown value {t}"),
+                    ));
+                }
             },
-            Some(CDT::ClusterType(_)) => return Err(ConfigError::unsupported(join(path, "cluster_type"))),
+            Some(CDT::ClusterType(_)) => {
+                return Err(ConfigError::unsupported(join(path, "cluster_type")));
+            }
         };
         let lb_policy = match LP::try_from(c.lb_policy) {
             Ok(LP::RoundRobin) => LbPolicy::RoundRobin,
@@ -165,28 +187,46 @@ impl Cluster {
                     .lb_config
                     .as_ref()
                     .and_then(|l| match l {
-                        cluster::cluster::LbConfig::LeastRequestLbConfig(l) => l.choice_count.as_ref().map(|v| v.value),
+                        cluster::cluster::LbConfig::LeastRequestLbConfig(l) => {
+                            l.choice_count.as_ref().map(|v| v.value)
+                        }
                         _ => None,
                     })
                     .unwrap_or(2);
                 if n < 2 {
-                    return Err(ConfigError::new(join(path, "least_request_lb_config.choice_count"), "must be at least 2"));
+                    return Err(ConfigError::new(
+                        join(path, "least_request_lb_config.choice_count"),
+                        "must be at least 2",
+                    ));
                 }
                 LbPolicy::LeastRequest(n)
             }
             Ok(LP::Random) => LbPolicy::Random,
-            Ok(other) => return Err(ConfigError::new(join(path, "lb_policy"), format!("{} is not implemented", other.as_str_name()))),
-            Err(_) => return Err(ConfigError::new(join(path, "lb_policy"), format!("unknown value {}", c.lb_policy))),
+            Ok(other) => {
+                return Err(ConfigError::new(
+                    join(path, "lb_policy"),
+                    format!("{} is not implemented", other.as_str_name()),
+                ));
+            }
+            Err(_) => {
+                return Err(ConfigError::new(
+                    join(path, "lb_policy"),
+                    format!("unknown value {}", c.lb_policy),
+                ));
+            }
         };
-        if let Some(cluster::cluster::LbConfig::LeastRequestLbConfig(l)) = &c.lb_config {
-            if l.active_request_bias.is_some() || l.slow_start_config.is_some() {
-                return Err(ConfigError::unsupported(join(path, "least_request_lb_config")));
-            }
+        if let Some(cluster::cluster::LbConfig::LeastRequestLbConfig(l)) = &c.lb_config
+            && (l.active_request_bias.is_some() || l.slow_start_config.is_some())
+        {
+            return Err(ConfigError::unsupported(join(
+                path,
+                "least_request_lb_config",
+            )));
         }
-        if let Some(l) = &c.lb_config {
-            if !matches!(l, cluster::cluster::LbConfig::LeastRequestLbConfig(_)) {
-                return Err(ConfigError::unsupported(join(path, "lb_config")));
-            }
+        if let Some(l) = &c.lb_config
+            && !matches!(l, cluster::cluster::LbConfig::LeastRequestLbConfig(_))
+        {
+            return Err(ConfigError::unsupported(join(path, "lb_config")));
         }
         let allow_dns = discovery != Discovery::Static;
         let mut endpoints = Vec::new();
@@ -197,25 +237,43 @@ impl Cluster {
             }
             for (i, loc) in la.endpoints.iter().enumerate() {
                 let locp = index(&lp, "endpoints", i);
-                let loc_weight = loc.load_balancing_weight.as_ref().map(|v| v.value).unwrap_or(1);
+                let loc_weight = loc
+                    .load_balancing_weight
+                    .as_ref()
+                    .map(|v| v.value)
+                    .unwrap_or(1);
                 for (j, lb) in loc.lb_endpoints.iter().enumerate() {
                     let ep = index(&locp, "lb_endpoints", j);
                     use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
                     let e = match &lb.host_identifier {
                         Some(HI::Endpoint(e)) => e,
-                        Some(HI::EndpointName(_)) => return Err(ConfigError::unsupported(join(&ep, "endpoint_name"))),
+                        Some(HI::EndpointName(_)) => {
+                            return Err(ConfigError::unsupported(join(&ep, "endpoint_name")));
+                        }
                         None => return Err(ConfigError::new(&ep, "endpoint is required")),
                     };
-                    let a = e.address.as_ref().ok_or_else(|| ConfigError::new(join(&ep, "endpoint.address"), "is required"))?;
+                    let a = e.address.as_ref().ok_or_else(|| {
+                        ConfigError::new(join(&ep, "endpoint.address"), "is required")
+                    })?;
                     let addr = address(a, &join(&ep, "endpoint.address"), allow_dns)?;
-                    if let HostAddress::Pipe(_) = addr {
-                        if discovery != Discovery::Static {
-                            return Err(ConfigError::new(join(&ep, "endpoint.address"), "pipe addresses need a STATIC cluster"));
-                        }
+                    if let HostAddress::Pipe(_) = addr
+                        && discovery != Discovery::Static
+                    {
+                        return Err(ConfigError::new(
+                            join(&ep, "endpoint.address"),
+                            "pipe addresses need a STATIC cluster",
+                        ));
                     }
-                    let w = lb.load_balancing_weight.as_ref().map(|v| v.value).unwrap_or(1);
+                    let w = lb
+                        .load_balancing_weight
+                        .as_ref()
+                        .map(|v| v.value)
+                        .unwrap_or(1);
                     if w == 0 {
-                        return Err(ConfigError::new(join(&ep, "load_balancing_weight"), "must be at least 1"));
+                        return Err(ConfigError::new(
+                            join(&ep, "load_balancing_weight"),
+                            "must be at least 1",
+                        ));
                     }
                     let healthy = matches!(lb.health_status, 0 | 1 | 5);
                     endpoints.push(EndpointConfig {
@@ -229,10 +287,14 @@ impl Cluster {
             }
         }
         if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
-            return Err(ConfigError::new(join(path, "load_assignment"), "LOGICAL_DNS clusters need exactly one endpoint"));
+            return Err(ConfigError::new(
+                join(path, "load_assignment"),
+                "LOGICAL_DNS clusters need exactly one endpoint",
+            ));
         }
         let thresholds = thresholds(c, path)?;
-        let (protocol, idle_timeout, mut max_requests_per_connection, h2) = protocol_options(c, path)?;
+        let (protocol, idle_timeout, mut max_requests_per_connection, h2) =
+            protocol_options(c, path)?;
         if let Some(v) = &c.max_requests_per_connection {
             max_requests_per_connection = Some(v.value);
         }
@@ -242,24 +304,48 @@ impl Cluster {
             2 => DnsLookupFamily::V6Only,
             3 => DnsLookupFamily::V4Preferred,
             4 => DnsLookupFamily::All,
-            n => return Err(ConfigError::new(join(path, "dns_lookup_family"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "dns_lookup_family"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
-        if let Some(r) = &c.typed_dns_resolver_config {
-            if r.name != "envoy.network.dns_resolver.cares" {
-                return Err(ConfigError::new(join(path, "typed_dns_resolver_config"), format!("resolver {:?} is not supported", r.name)));
-            }
+        if let Some(r) = &c.typed_dns_resolver_config
+            && r.name != "envoy.network.dns_resolver.cares"
+        {
+            return Err(ConfigError::new(
+                join(path, "typed_dns_resolver_config"),
+                format!("resolver {:?} is not supported", r.name),
+            ));
         }
-        let tcp_keepalive = c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| {
-            (k.keepalive_probes.as_ref().map(|v| v.value), k.keepalive_time.as_ref().map(|v| v.value), k.keepalive_interval.as_ref().map(|v| v.value))
-        });
-        if let Some(o) = &c.upstream_connection_options {
-            if o.set_local_interface_name_on_upstream_connections || o.happy_eyeballs_config.is_some() {
-                return Err(ConfigError::unsupported(join(path, "upstream_connection_options")));
-            }
+        let tcp_keepalive = c
+            .upstream_connection_options
+            .as_ref()
+            .and_then(|o| o.tcp_keepalive.as_ref())
+            .map(|k| {
+                (
+                    k.keepalive_probes.as_ref().map(|v| v.value),
+                    k.keepalive_time.as_ref().map(|v| v.value),
+                    k.keepalive_interval.as_ref().map(|v| v.value),
+                )
+            });
+        if let Some(o) = &c.upstream_connection_options
+            && (o.set_local_interface_name_on_upstream_connections
+                || o.happy_eyeballs_config.is_some())
+        {
+            return Err(ConfigError::unsupported(join(
+                path,
+                "upstream_connection_options",
+            )));
         }
         Ok(Self {
             name: Arc::from(c.name.as_str()),
-            stat_name: if c.alt_stat_name.is_empty() { c.name.clone() } else { c.alt_stat_name.clone() },
+            stat_name: if c.alt_stat_name.is_empty() {
+                c.name.clone()
+            } else {
+                c.alt_stat_name.clone()
+            },
             discovery,
             connect_timeout: match &c.connect_timeout {
                 Some(d) => duration(d, &join(path, "connect_timeout"))?,
@@ -271,16 +357,28 @@ impl Cluster {
             protocol,
             idle_timeout,
             max_requests_per_connection,
-            http2_max_concurrent_streams: h2.as_ref().and_then(|h| h.max_concurrent_streams.as_ref().map(|v| v.value)),
-            http2_initial_stream_window_size: h2.as_ref().and_then(|h| h.initial_stream_window_size.as_ref().map(|v| v.value)),
-            http2_initial_connection_window_size: h2.as_ref().and_then(|h| h.initial_connection_window_size.as_ref().map(|v| v.value)),
+            http2_max_concurrent_streams: h2
+                .as_ref()
+                .and_then(|h| h.max_concurrent_streams.as_ref().map(|v| v.value)),
+            http2_initial_stream_window_size: h2
+                .as_ref()
+                .and_then(|h| h.initial_stream_window_size.as_ref().map(|v| v.value)),
+            http2_initial_connection_window_size: h2
+                .as_ref()
+                .and_then(|h| h.initial_connection_window_size.as_ref().map(|v| v.value)),
             dns_refresh_rate: match &c.dns_refresh_rate {
-                Some(d) => duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1)),
+                Some(d) => {
+                    duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1))
+                }
                 None => Duration::from_secs(5),
             },
             respect_dns_ttl: c.respect_dns_ttl,
             dns_lookup_family,
-            per_connection_buffer_limit_bytes: c.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value).unwrap_or(1024 * 1024),
+            per_connection_buffer_limit_bytes: c
+                .per_connection_buffer_limit_bytes
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(1024 * 1024),
             tcp_keepalive,
             proto: c.clone(),
         })
@@ -289,7 +387,9 @@ impl Cluster {
 
 fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigError> {
     let mut t = Thresholds::default();
-    let Some(cb) = &c.circuit_breakers else { return Ok(t) };
+    let Some(cb) = &c.circuit_breakers else {
+        return Ok(t);
+    };
     let p = join(path, "circuit_breakers");
     if !cb.per_host_thresholds.is_empty() {
         return Err(ConfigError::unsupported(join(&p, "per_host_thresholds")));
@@ -304,7 +404,9 @@ fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigErro
         if th.priority != core::RoutingPriority::Default as i32 {
             continue;
         }
-        let v = |w: &Option<envoy_types::pb::google::protobuf::UInt32Value>, d: u64| w.as_ref().map(|v| v.value as u64).unwrap_or(d);
+        let v = |w: &Option<envoy_types::pb::google::protobuf::UInt32Value>, d: u64| {
+            w.as_ref().map(|v| v.value as u64).unwrap_or(d)
+        };
         t = Thresholds {
             max_connections: v(&th.max_connections, 1024),
             max_pending_requests: v(&th.max_pending_requests, 1024),
@@ -315,12 +417,17 @@ fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigErro
     Ok(t)
 }
 
-type ProtocolChoice = (UpstreamProtocol, Option<Duration>, Option<u32>, Option<core::Http2ProtocolOptions>);
+type ProtocolChoice = (
+    UpstreamProtocol,
+    Option<Duration>,
+    Option<u32>,
+    Option<core::Http2ProtocolOptions>,
+);
 
 fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, ConfigError> {
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2 = None;
-    let mut common = c.common_http_protocol_options.clone();
+    let mut common = c.common_http_protocol_options;
     if c.http2_protocol_options.is_some() {
         protocol = UpstreamProtocol::Http2;
         h2 = c.http2_protocol_options.clone();
@@ -329,20 +436,28 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         protocol = UpstreamProtocol::UseDownstream;
     }
     for (key, any) in &c.typed_extension_protocol_options {
-        let p = format!("{}[{key:?}]", join(path, "typed_extension_protocol_options"));
+        let p = format!(
+            "{}[{key:?}]",
+            join(path, "typed_extension_protocol_options")
+        );
         let type_name = super::super::bootstrap::descriptors::type_name(&any.type_url);
         if type_name != HTTP_PROTOCOL_OPTIONS {
-            return Err(ConfigError::new(p, format!("unsupported protocol options type {}", any.type_url)));
+            return Err(ConfigError::new(
+                p,
+                format!("unsupported protocol options type {}", any.type_url),
+            ));
         }
         let o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
             .map_err(|e| ConfigError::new(&p, format!("cannot decode: {e}")))?;
         if o.common_http_protocol_options.is_some() {
-            common = o.common_http_protocol_options.clone();
+            common = o.common_http_protocol_options;
         }
         if !o.http_filters.is_empty() {
             return Err(ConfigError::unsupported(join(&p, "http_filters")));
         }
-        use upstream_http::http_protocol_options::{explicit_http_config::ProtocolConfig as PC, UpstreamProtocolOptions as U};
+        use upstream_http::http_protocol_options::{
+            UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig as PC,
+        };
         match &o.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
                 Some(PC::HttpProtocolOptions(_)) => protocol = UpstreamProtocol::Http1,
@@ -350,8 +465,18 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
                     protocol = UpstreamProtocol::Http2;
                     h2 = Some(o.clone());
                 }
-                Some(PC::Http3ProtocolOptions(_)) => return Err(ConfigError::unsupported(join(&p, "explicit_http_config.http3_protocol_options"))),
-                None => return Err(ConfigError::new(join(&p, "explicit_http_config"), "a protocol is required")),
+                Some(PC::Http3ProtocolOptions(_)) => {
+                    return Err(ConfigError::unsupported(join(
+                        &p,
+                        "explicit_http_config.http3_protocol_options",
+                    )));
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        join(&p, "explicit_http_config"),
+                        "a protocol is required",
+                    ));
+                }
             },
             Some(U::UseDownstreamProtocolConfig(u)) => {
                 protocol = UpstreamProtocol::UseDownstream;
@@ -359,10 +484,18 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
                     h2 = u.http2_protocol_options.clone();
                 }
                 if u.http3_protocol_options.is_some() {
-                    return Err(ConfigError::unsupported(join(&p, "use_downstream_protocol_config.http3_protocol_options")));
+                    return Err(ConfigError::unsupported(join(
+                        &p,
+                        "use_downstream_protocol_config.http3_protocol_options",
+                    )));
                 }
             }
-            Some(U::AutoConfig(_)) => return Err(ConfigError::new(join(&p, "auto_config"), "ALPN-based protocol selection needs TLS, which is not implemented yet")),
+            Some(U::AutoConfig(_)) => {
+                return Err(ConfigError::new(
+                    join(&p, "auto_config"),
+                    "ALPN-based protocol selection needs TLS, which is not implemented yet",
+                ));
+            }
             None => {}
         }
     }
@@ -370,10 +503,17 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         Some(o) => {
             let p = join(path, "common_http_protocol_options");
             if o.max_connection_duration.is_some() || o.max_stream_duration.is_some() {
-                return Err(ConfigError::unsupported(join(&p, "max_connection_duration")));
+                return Err(ConfigError::unsupported(join(
+                    &p,
+                    "max_connection_duration",
+                )));
             }
             (
-                timeout_or(o.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(&p, "idle_timeout"))?,
+                timeout_or(
+                    o.idle_timeout.as_ref(),
+                    Some(Duration::from_secs(3600)),
+                    &join(&p, "idle_timeout"),
+                )?,
                 o.max_requests_per_connection.as_ref().map(|v| v.value),
             )
         }

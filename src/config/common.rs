@@ -60,12 +60,18 @@ pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAdd
         Some(A::SocketAddress(sa)) => {
             let path = join(path, "socket_address");
             if sa.protocol != core::socket_address::Protocol::Tcp as i32 {
-                return Err(ConfigError::new(join(&path, "protocol"), "only TCP is supported"));
+                return Err(ConfigError::new(
+                    join(&path, "protocol"),
+                    "only TCP is supported",
+                ));
             }
             let port = match &sa.port_specifier {
                 Some(core::socket_address::PortSpecifier::PortValue(p)) if *p <= 65535 => *p as u16,
                 Some(core::socket_address::PortSpecifier::PortValue(p)) => {
-                    return Err(ConfigError::new(join(&path, "port_value"), format!("{p} is not a port")));
+                    return Err(ConfigError::new(
+                        join(&path, "port_value"),
+                        format!("{p} is not a port"),
+                    ));
                 }
                 Some(core::socket_address::PortSpecifier::NamedPort(_)) => {
                     return Err(ConfigError::unsupported(join(&path, "named_port")));
@@ -77,7 +83,9 @@ pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAdd
             }
             match sa.address.parse::<IpAddr>() {
                 Ok(ip) => Ok(HostAddress::Socket(SocketAddr::new(ip, port))),
-                Err(_) if allow_dns && !sa.address.is_empty() => Ok(HostAddress::Dns(sa.address.clone(), port)),
+                Err(_) if allow_dns && !sa.address.is_empty() => {
+                    Ok(HostAddress::Dns(sa.address.clone(), port))
+                }
                 Err(_) => Err(ConfigError::new(
                     join(&path, "address"),
                     format!("{:?} is not an IP address", sa.address),
@@ -86,11 +94,17 @@ pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAdd
         }
         Some(A::Pipe(p)) => {
             if p.path.is_empty() {
-                return Err(ConfigError::new(join(path, "pipe.path"), "must not be empty"));
+                return Err(ConfigError::new(
+                    join(path, "pipe.path"),
+                    "must not be empty",
+                ));
             }
             Ok(HostAddress::Pipe(p.path.clone()))
         }
-        Some(A::EnvoyInternalAddress(_)) => Err(ConfigError::unsupported(join(path, "envoy_internal_address"))),
+        Some(A::EnvoyInternalAddress(_)) => Err(ConfigError::unsupported(join(
+            path,
+            "envoy_internal_address",
+        ))),
         None => Err(ConfigError::new(path, "address is required")),
     }
 }
@@ -99,7 +113,10 @@ pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAdd
 pub fn socket_address(a: &core::Address, path: &str) -> Result<SocketAddr, ConfigError> {
     match address(a, path, false)? {
         HostAddress::Socket(s) => Ok(s),
-        _ => Err(ConfigError::new(path, "a socket_address with an IP is required")),
+        _ => Err(ConfigError::new(
+            path,
+            "a socket_address with an IP is required",
+        )),
     }
 }
 
@@ -130,32 +147,52 @@ impl StringMatch {
             Some(P::Prefix(s)) => StringMatchKind::Prefix(fold(s)),
             Some(P::Suffix(s)) => StringMatchKind::Suffix(fold(s)),
             Some(P::Contains(s)) => StringMatchKind::Contains(fold(s)),
-            Some(P::SafeRegex(r)) => StringMatchKind::Regex(full_regex(&r.regex, &join(path, "safe_regex.regex"))?),
+            Some(P::SafeRegex(r)) => {
+                StringMatchKind::Regex(full_regex(&r.regex, &join(path, "safe_regex.regex"))?)
+            }
             Some(P::Custom(_)) => return Err(ConfigError::unsupported(join(path, "custom"))),
             None => return Err(ConfigError::new(path, "a match pattern is required")),
         };
-        Ok(Self { kind, ignore_case: ic })
+        Ok(Self {
+            kind,
+            ignore_case: ic,
+        })
     }
 
     /// An exact matcher.
     pub fn exact(s: &str) -> Self {
-        Self { kind: StringMatchKind::Exact(s.to_string()), ignore_case: false }
+        Self {
+            kind: StringMatchKind::Exact(s.to_string()),
+            ignore_case: false,
+        }
     }
     /// A prefix matcher.
     pub fn prefix(s: &str) -> Self {
-        Self { kind: StringMatchKind::Prefix(s.to_string()), ignore_case: false }
+        Self {
+            kind: StringMatchKind::Prefix(s.to_string()),
+            ignore_case: false,
+        }
     }
     /// A suffix matcher.
     pub fn suffix(s: &str) -> Self {
-        Self { kind: StringMatchKind::Suffix(s.to_string()), ignore_case: false }
+        Self {
+            kind: StringMatchKind::Suffix(s.to_string()),
+            ignore_case: false,
+        }
     }
     /// A substring matcher.
     pub fn contains(s: &str) -> Self {
-        Self { kind: StringMatchKind::Contains(s.to_string()), ignore_case: false }
+        Self {
+            kind: StringMatchKind::Contains(s.to_string()),
+            ignore_case: false,
+        }
     }
     /// A full-match regex matcher.
     pub fn regex(r: regex::Regex) -> Self {
-        Self { kind: StringMatchKind::Regex(r), ignore_case: false }
+        Self {
+            kind: StringMatchKind::Regex(r),
+            ignore_case: false,
+        }
     }
 
     /// Whether `value` matches.
@@ -179,7 +216,8 @@ impl StringMatch {
 
 /// Compiles a regex anchored for a full match (RE2 `FullMatch` semantics).
 pub fn full_regex(re: &str, path: &str) -> Result<regex::Regex, ConfigError> {
-    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| ConfigError::new(path, format!("invalid regex: {e}")))
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| ConfigError::new(path, format!("invalid regex: {e}")))
 }
 
 /// One header to add, with Envoy's append semantics.
@@ -219,41 +257,88 @@ pub struct HeaderMutations {
 
 impl HeaderMutations {
     /// Converts `*_headers_to_add` and `*_headers_to_remove`.
-    pub fn from_proto(add: &[core::HeaderValueOption], remove: &[String], path: &str, add_field: &str, remove_field: &str) -> Result<Self, ConfigError> {
+    pub fn from_proto(
+        add: &[core::HeaderValueOption],
+        remove: &[String],
+        path: &str,
+        add_field: &str,
+        remove_field: &str,
+    ) -> Result<Self, ConfigError> {
         let mut out = HeaderMutations::default();
         for (i, h) in add.iter().enumerate() {
             let p = super::error::index(path, add_field, i);
-            let hv = h.header.as_ref().ok_or_else(|| ConfigError::new(&p, "header is required"))?;
+            let hv = h
+                .header
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(&p, "header is required"))?;
             let name = http::HeaderName::from_bytes(hv.key.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ConfigError::new(join(&p, "header.key"), format!("{:?} is not a header name", hv.key)))?;
+                .map_err(|_| {
+                    ConfigError::new(
+                        join(&p, "header.key"),
+                        format!("{:?} is not a header name", hv.key),
+                    )
+                })?;
             if name.as_str().starts_with(':') || name == http::header::HOST {
-                return Err(ConfigError::new(join(&p, "header.key"), "pseudo-headers and host cannot be added"));
+                return Err(ConfigError::new(
+                    join(&p, "header.key"),
+                    "pseudo-headers and host cannot be added",
+                ));
             }
             if hv.value.contains('%') {
-                return Err(ConfigError::new(join(&p, "header.value"), "%-substitution formatters are not supported"));
+                return Err(ConfigError::new(
+                    join(&p, "header.value"),
+                    "%-substitution formatters are not supported",
+                ));
             }
-            let raw = if hv.raw_value.is_empty() { hv.value.as_bytes().to_vec() } else { hv.raw_value.clone() };
-            let value = http::HeaderValue::from_bytes(&raw)
-                .map_err(|_| ConfigError::new(join(&p, "header.value"), "not a valid header value"))?;
+            let raw = if hv.raw_value.is_empty() {
+                hv.value.as_bytes().to_vec()
+            } else {
+                hv.raw_value.clone()
+            };
+            let value = http::HeaderValue::from_bytes(&raw).map_err(|_| {
+                ConfigError::new(join(&p, "header.value"), "not a valid header value")
+            })?;
             let action = if let Some(append) = &h.append {
                 if h.append_action != 0 {
-                    return Err(ConfigError::new(&p, "append and append_action are mutually exclusive"));
+                    return Err(ConfigError::new(
+                        &p,
+                        "append and append_action are mutually exclusive",
+                    ));
                 }
-                if append.value { AppendAction::AppendIfExistsOrAdd } else { AppendAction::OverwriteIfExistsOrAdd }
+                if append.value {
+                    AppendAction::AppendIfExistsOrAdd
+                } else {
+                    AppendAction::OverwriteIfExistsOrAdd
+                }
             } else {
                 match h.append_action {
                     0 => AppendAction::AppendIfExistsOrAdd,
                     1 => AppendAction::AddIfAbsent,
                     2 => AppendAction::OverwriteIfExistsOrAdd,
                     3 => AppendAction::OverwriteIfExists,
-                    n => return Err(ConfigError::new(join(&p, "append_action"), format!("unknown value {n}"))),
+                    n => {
+                        return Err(ConfigError::new(
+                            join(&p, "append_action"),
+                            format!("unknown value {n}"),
+                        ));
+                    }
                 }
             };
-            out.add.push(HeaderToAdd { name, value, action, keep_empty_value: h.keep_empty_value });
+            out.add.push(HeaderToAdd {
+                name,
+                value,
+                action,
+                keep_empty_value: h.keep_empty_value,
+            });
         }
         for (i, r) in remove.iter().enumerate() {
-            let name = http::HeaderName::from_bytes(r.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ConfigError::new(super::error::index(path, remove_field, i), format!("{r:?} is not a header name")))?;
+            let name =
+                http::HeaderName::from_bytes(r.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        super::error::index(path, remove_field, i),
+                        format!("{r:?} is not a header name"),
+                    )
+                })?;
             out.remove.push(name);
         }
         Ok(out)
@@ -308,14 +393,23 @@ impl Cidr {
     /// Converts a CidrRange.
     pub fn from_proto(c: &core::CidrRange, path: &str) -> Result<Self, ConfigError> {
         let addr: IpAddr = c.address_prefix.parse().map_err(|_| {
-            ConfigError::new(join(path, "address_prefix"), format!("{:?} is not an IP address", c.address_prefix))
+            ConfigError::new(
+                join(path, "address_prefix"),
+                format!("{:?} is not an IP address", c.address_prefix),
+            )
         })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = c.prefix_len.as_ref().map(|v| v.value).unwrap_or(max);
         if len > max {
-            return Err(ConfigError::new(join(path, "prefix_len"), format!("{len} is longer than {max}")));
+            return Err(ConfigError::new(
+                join(path, "prefix_len"),
+                format!("{len} is longer than {max}"),
+            ));
         }
-        Ok(Self { addr, len: len as u8 })
+        Ok(Self {
+            addr,
+            len: len as u8,
+        })
     }
 
     /// Whether `ip` is inside the range.
@@ -326,11 +420,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
                 (u32::from(a) & mask) == (u32::from(b) & mask)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
                 (u128::from(a) & mask) == (u128::from(b) & mask)
             }
             _ => false,
@@ -344,11 +446,17 @@ mod tests {
 
     #[test]
     fn cidr_contains() {
-        let c = Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 };
+        let c = Cidr {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 16,
+        };
         assert!(c.contains("10.1.2.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
-        let any = Cidr { addr: "0.0.0.0".parse().unwrap(), len: 0 };
+        let any = Cidr {
+            addr: "0.0.0.0".parse().unwrap(),
+            len: 0,
+        };
         assert!(any.contains("1.2.3.4".parse().unwrap()));
     }
 

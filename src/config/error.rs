@@ -32,7 +32,10 @@ impl ConfigError {
 
     /// An error at `path` saying a field that would change behaviour is not implemented.
     pub fn unsupported(path: impl Into<String>) -> Self {
-        Self::new(path, "unsupported field: it is not implemented and would change behaviour")
+        Self::new(
+            path,
+            "unsupported field: it is not implemented and would change behaviour",
+        )
     }
 }
 
@@ -95,7 +98,11 @@ impl From<ConfigError> for ConfigErrors {
 
 /// Joins a path and a field name.
 pub fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 /// Joins a path, a repeated field name and an index.

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
-use super::error::{index, join, ConfigError};
+use super::error::{ConfigError, index, join};
 use super::hcm::HcmConfig;
 use super::tcp_proxy::TcpProxyConfig;
 use crate::bootstrap::descriptors::type_name;
@@ -25,18 +25,66 @@ pub enum Support {
 
 /// The registry: (type name, where it goes, support).
 pub const REGISTRY: &[(&str, &str, Support)] = &[
-    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "network filter", Support::Implemented),
-    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "network filter", Support::Implemented),
-    ("envoy.extensions.filters.http.router.v3.Router", "HTTP filter", Support::Implemented),
-    ("envoy.extensions.filters.http.compressor.v3.Compressor", "HTTP filter", Support::Refused("response compression is not implemented yet")),
-    ("envoy.extensions.filters.network.rbac.v3.RBAC", "network filter", Support::Refused("RBAC is not implemented yet")),
-    ("envoy.extensions.filters.http.rbac.v3.RBAC", "HTTP filter", Support::Refused("RBAC is not implemented yet")),
-    ("envoy.extensions.filters.http.fault.v3.HTTPFault", "HTTP filter", Support::Refused("fault injection is not implemented yet")),
-    ("envoy.extensions.filters.http.cors.v3.Cors", "HTTP filter", Support::Refused("CORS is not implemented yet")),
-    ("envoy.extensions.filters.http.grpc_stats.v3.FilterConfig", "HTTP filter", Support::Refused("gRPC stats are not implemented yet")),
-    ("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", "listener filter", Support::Refused("TLS inspection is not implemented yet")),
-    ("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", "listener filter", Support::Refused("HTTP inspection is not implemented yet")),
-    ("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", "listener filter", Support::Refused("original destination is not implemented yet")),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "network filter",
+        Support::Implemented,
+    ),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "network filter",
+        Support::Implemented,
+    ),
+    (
+        "envoy.extensions.filters.http.router.v3.Router",
+        "HTTP filter",
+        Support::Implemented,
+    ),
+    (
+        "envoy.extensions.filters.http.compressor.v3.Compressor",
+        "HTTP filter",
+        Support::Refused("response compression is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        "network filter",
+        Support::Refused("RBAC is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
+        "HTTP filter",
+        Support::Refused("RBAC is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "HTTP filter",
+        Support::Refused("fault injection is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.http.cors.v3.Cors",
+        "HTTP filter",
+        Support::Refused("CORS is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+        "HTTP filter",
+        Support::Refused("gRPC stats are not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        "listener filter",
+        Support::Refused("TLS inspection is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        "listener filter",
+        Support::Refused("HTTP inspection is not implemented yet"),
+    ),
+    (
+        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+        "listener filter",
+        Support::Refused("original destination is not implemented yet"),
+    ),
 ];
 
 /// The network filters of one chain, ending in a terminal filter.
@@ -57,17 +105,27 @@ fn lookup(any: &Any, path: &str, kind: &str) -> Result<&'static str, ConfigError
     let name = type_name(&any.type_url);
     match REGISTRY.iter().find(|(t, _, _)| *t == name) {
         Some((t, k, Support::Implemented)) if *k == kind => Ok(t),
-        Some((_, k, Support::Implemented)) => Err(ConfigError::new(path, format!("{} is a {k}, not a {kind}", any.type_url))),
-        Some((_, _, Support::Refused(why))) => Err(ConfigError::new(path, format!("{}: {why}", any.type_url))),
-        None if crate::bootstrap::descriptors::message(name).is_some() => {
-            Err(ConfigError::new(path, format!("{} is not supported", any.type_url)))
+        Some((_, k, Support::Implemented)) => Err(ConfigError::new(
+            path,
+            format!("{} is a {k}, not a {kind}", any.type_url),
+        )),
+        Some((_, _, Support::Refused(why))) => {
+            Err(ConfigError::new(path, format!("{}: {why}", any.type_url)))
         }
-        None => Err(ConfigError::new(path, format!("unknown type URL {:?}", any.type_url))),
+        None if crate::bootstrap::descriptors::message(name).is_some() => Err(ConfigError::new(
+            path,
+            format!("{} is not supported", any.type_url),
+        )),
+        None => Err(ConfigError::new(
+            path,
+            format!("unknown type URL {:?}", any.type_url),
+        )),
     }
 }
 
 fn decode<M: Message + Default>(any: &Any, path: &str) -> Result<M, ConfigError> {
-    M::decode(any.value.as_slice()).map_err(|e| ConfigError::new(path, format!("cannot decode {}: {e}", any.type_url)))
+    M::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::new(path, format!("cannot decode {}: {e}", any.type_url)))
 }
 
 /// The router's own options.
@@ -78,9 +136,15 @@ pub struct RouterConfig {
 }
 
 /// Converts a chain's network filters; the last must be terminal and only the last.
-pub fn network_filters(filters: &[listener::Filter], path: &str) -> Result<Vec<NetworkFilter>, ConfigError> {
+pub fn network_filters(
+    filters: &[listener::Filter],
+    path: &str,
+) -> Result<Vec<NetworkFilter>, ConfigError> {
     if filters.is_empty() {
-        return Err(ConfigError::new(join(path, "filters"), "at least one network filter is required"));
+        return Err(ConfigError::new(
+            join(path, "filters"),
+            "at least one network filter is required",
+        ));
     }
     let mut out = Vec::new();
     for (i, f) in filters.iter().enumerate() {
@@ -88,18 +152,34 @@ pub fn network_filters(filters: &[listener::Filter], path: &str) -> Result<Vec<N
         use listener::filter::ConfigType as CT;
         let any = match &f.config_type {
             Some(CT::TypedConfig(a)) => a,
-            Some(CT::ConfigDiscovery(_)) => return Err(ConfigError::unsupported(join(&p, "config_discovery"))),
-            None => return Err(ConfigError::new(join(&p, "typed_config"), format!("filter {:?} has no typed_config", f.name))),
+            Some(CT::ConfigDiscovery(_)) => {
+                return Err(ConfigError::unsupported(join(&p, "config_discovery")));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    join(&p, "typed_config"),
+                    format!("filter {:?} has no typed_config", f.name),
+                ));
+            }
         };
         let tp = join(&p, "typed_config");
         let t = lookup(any, &tp, "network filter")?;
         let filter = if t.ends_with("HttpConnectionManager") {
-            NetworkFilter::HttpConnectionManager(Arc::new(HcmConfig::from_proto(&decode::<hcm::HttpConnectionManager>(any, &tp)?, &tp)?))
+            NetworkFilter::HttpConnectionManager(Arc::new(HcmConfig::from_proto(
+                &decode::<hcm::HttpConnectionManager>(any, &tp)?,
+                &tp,
+            )?))
         } else {
-            NetworkFilter::TcpProxy(Arc::new(TcpProxyConfig::from_proto(&decode::<tcp::TcpProxy>(any, &tp)?, &tp)?))
+            NetworkFilter::TcpProxy(Arc::new(TcpProxyConfig::from_proto(
+                &decode::<tcp::TcpProxy>(any, &tp)?,
+                &tp,
+            )?))
         };
         if i + 1 != filters.len() {
-            return Err(ConfigError::new(&p, "a terminal filter must be the last in the chain"));
+            return Err(ConfigError::new(
+                &p,
+                "a terminal filter must be the last in the chain",
+            ));
         }
         out.push(filter);
     }
@@ -108,15 +188,25 @@ pub fn network_filters(filters: &[listener::Filter], path: &str) -> Result<Vec<N
 
 /// Converts an HCM's http_filters: the router must be last; disabled optional filters of
 /// unknown types are skipped as Envoy does.
-pub fn http_filters(filters: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilter>, RouterConfig), ConfigError> {
+pub fn http_filters(
+    filters: &[hcm::HttpFilter],
+    path: &str,
+) -> Result<(Vec<HttpFilter>, RouterConfig), ConfigError> {
     let mut router = None;
     for (i, f) in filters.iter().enumerate() {
         let p = index(path, "http_filters", i);
         use hcm::http_filter::ConfigType as CT;
         let any = match &f.config_type {
             Some(CT::TypedConfig(a)) => a,
-            Some(CT::ConfigDiscovery(_)) => return Err(ConfigError::unsupported(join(&p, "config_discovery"))),
-            None => return Err(ConfigError::new(join(&p, "typed_config"), format!("filter {:?} has no typed_config", f.name))),
+            Some(CT::ConfigDiscovery(_)) => {
+                return Err(ConfigError::unsupported(join(&p, "config_discovery")));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    join(&p, "typed_config"),
+                    format!("filter {:?} has no typed_config", f.name),
+                ));
+            }
         };
         let tp = join(&p, "typed_config");
         let t = match lookup(any, &tp, "HTTP filter") {
@@ -125,18 +215,37 @@ pub fn http_filters(filters: &[hcm::HttpFilter], path: &str) -> Result<(Vec<Http
             Err(e) => return Err(e),
         };
         if t.ends_with("Router") {
-            let r = decode::<envoy_types::pb::envoy::extensions::filters::http::router::v3::Router>(any, &tp)?;
-            if r.dynamic_stats.is_some() || r.start_child_span || !r.upstream_log.is_empty() || !r.upstream_http_filters.is_empty() || !r.strict_check_headers.is_empty() || r.respect_expected_rq_timeout {
-                return Err(ConfigError::new(&tp, "only suppress_envoy_headers is supported on the router"));
+            let r = decode::<envoy_types::pb::envoy::extensions::filters::http::router::v3::Router>(
+                any, &tp,
+            )?;
+            if r.dynamic_stats.is_some()
+                || r.start_child_span
+                || !r.upstream_log.is_empty()
+                || !r.upstream_http_filters.is_empty()
+                || !r.strict_check_headers.is_empty()
+                || r.respect_expected_rq_timeout
+            {
+                return Err(ConfigError::new(
+                    &tp,
+                    "only suppress_envoy_headers is supported on the router",
+                ));
             }
             if i + 1 != filters.len() {
-                return Err(ConfigError::new(&p, "the router must be the last HTTP filter"));
+                return Err(ConfigError::new(
+                    &p,
+                    "the router must be the last HTTP filter",
+                ));
             }
-            router = Some(RouterConfig { suppress_envoy_headers: r.suppress_envoy_headers });
+            router = Some(RouterConfig {
+                suppress_envoy_headers: r.suppress_envoy_headers,
+            });
         }
     }
     match router {
         Some(r) => Ok((Vec::new(), r)),
-        None => Err(ConfigError::new(join(path, "http_filters"), "the last HTTP filter must be envoy.filters.http.router")),
+        None => Err(ConfigError::new(
+            join(path, "http_filters"),
+            "the last HTTP filter must be envoy.filters.http.router",
+        )),
     }
 }

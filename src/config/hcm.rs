@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
-use super::common::{timeout_or, Cidr};
-use super::error::{index, join, ConfigError};
+use super::common::{Cidr, timeout_or};
+use super::error::{ConfigError, index, join};
 use super::filters;
 use super::route::RouteConfig;
 
@@ -121,16 +121,38 @@ impl HcmConfig {
             Ok(CodecType::Auto) => Codec::Auto,
             Ok(CodecType::Http1) => Codec::Http1,
             Ok(CodecType::Http2) => Codec::Http2,
-            Ok(CodecType::Http3) => return Err(ConfigError::new(join(path, "codec_type"), "HTTP3 is not supported")),
-            Err(_) => return Err(ConfigError::new(join(path, "codec_type"), format!("unknown value {}", h.codec_type))),
+            Ok(CodecType::Http3) => {
+                return Err(ConfigError::new(
+                    join(path, "codec_type"),
+                    "HTTP3 is not supported",
+                ));
+            }
+            Err(_) => {
+                return Err(ConfigError::new(
+                    join(path, "codec_type"),
+                    format!("unknown value {}", h.codec_type),
+                ));
+            }
         };
         if h.stat_prefix.is_empty() {
-            return Err(ConfigError::new(join(path, "stat_prefix"), "must not be empty"));
+            return Err(ConfigError::new(
+                join(path, "stat_prefix"),
+                "must not be empty",
+            ));
         }
         let route_config = match &h.route_specifier {
-            Some(RS::RouteConfig(rc)) => Arc::new(RouteConfig::from_proto(rc, &join(path, "route_config"))?),
-            Some(RS::Rds(_)) => return Err(ConfigError::new(join(path, "rds"), "RDS needs xDS, which is not implemented yet")),
-            Some(RS::ScopedRoutes(_)) => return Err(ConfigError::unsupported(join(path, "scoped_routes"))),
+            Some(RS::RouteConfig(rc)) => {
+                Arc::new(RouteConfig::from_proto(rc, &join(path, "route_config"))?)
+            }
+            Some(RS::Rds(_)) => {
+                return Err(ConfigError::new(
+                    join(path, "rds"),
+                    "RDS needs xDS, which is not implemented yet",
+                ));
+            }
+            Some(RS::ScopedRoutes(_)) => {
+                return Err(ConfigError::unsupported(join(path, "scoped_routes")));
+            }
             None => return Err(ConfigError::new(path, "route_config or rds is required")),
         };
         let (http_filters, router) = filters::http_filters(&h.http_filters, path)?;
@@ -138,11 +160,23 @@ impl HcmConfig {
             0 => ServerHeader::Overwrite,
             1 => ServerHeader::AppendIfAbsent,
             2 => ServerHeader::PassThrough,
-            n => return Err(ConfigError::new(join(path, "server_header_transformation"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "server_header_transformation"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
-        let max_kb = h.max_request_headers_kb.as_ref().map(|v| v.value).unwrap_or(60);
+        let max_kb = h
+            .max_request_headers_kb
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(60);
         if !(1..=8192).contains(&max_kb) {
-            return Err(ConfigError::new(join(path, "max_request_headers_kb"), "must be in [1, 8192]"));
+            return Err(ConfigError::new(
+                join(path, "max_request_headers_kb"),
+                "must be in [1, 8192]",
+            ));
         }
         let internal_cidrs = match &h.internal_address_config {
             None => None,
@@ -168,40 +202,68 @@ impl HcmConfig {
                 upgrades.push(u.upgrade_type.to_ascii_lowercase());
             }
         }
-        let common = h.common_http_protocol_options.clone().unwrap_or_default();
+        let common = h.common_http_protocol_options.unwrap_or_default();
         let cp = join(path, "common_http_protocol_options");
-        if common.max_connection_duration.is_some() || common.max_stream_duration.is_some() || common.max_headers_count.is_some() || common.max_requests_per_connection.is_some() {
+        if common.max_connection_duration.is_some()
+            || common.max_stream_duration.is_some()
+            || common.max_headers_count.is_some()
+            || common.max_requests_per_connection.is_some()
+        {
             return Err(ConfigError::unsupported(cp.clone()));
         }
         let reject_underscore_headers = match common.headers_with_underscores_action {
             0 => UnderscoreAction::Allow,
             1 => UnderscoreAction::RejectRequest,
             2 => UnderscoreAction::DropHeader,
-            n => return Err(ConfigError::new(join(&cp, "headers_with_underscores_action"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(&cp, "headers_with_underscores_action"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         if let Some(o) = &h.http_protocol_options {
             let p = join(path, "http_protocol_options");
-            if o.allow_absolute_url.is_some() || !o.default_host_for_http_10.is_empty() || o.header_key_format.is_some() || o.enable_trailers || o.allow_chunked_length {
+            if o.allow_absolute_url.is_some()
+                || !o.default_host_for_http_10.is_empty()
+                || o.header_key_format.is_some()
+                || o.enable_trailers
+                || o.allow_chunked_length
+            {
                 return Err(ConfigError::unsupported(p));
             }
         }
         let path_action = h.path_with_escaped_slashes_action;
         if path_action > 1 {
-            return Err(ConfigError::new(join(path, "path_with_escaped_slashes_action"), "only KEEP_UNCHANGED is supported"));
+            return Err(ConfigError::new(
+                join(path, "path_with_escaped_slashes_action"),
+                "only KEEP_UNCHANGED is supported",
+            ));
         }
         if !h.access_log.is_empty() {
-            return Err(ConfigError::new(join(path, "access_log"), "access logs are not implemented yet"));
+            return Err(ConfigError::new(
+                join(path, "access_log"),
+                "access logs are not implemented yet",
+            ));
         }
         let forward_client_cert = match h.forward_client_cert_details {
             0 => ForwardClientCert::Sanitize,
-            1 | 2 | 3 => ForwardClientCert::Forward,
+            1..=3 => ForwardClientCert::Forward,
             4 => ForwardClientCert::Sanitize,
-            n => return Err(ConfigError::new(join(path, "forward_client_cert_details"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "forward_client_cert_details"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         let via = if h.via.is_empty() {
             None
         } else {
-            Some(http::HeaderValue::from_str(&h.via).map_err(|_| ConfigError::new(join(path, "via"), "not a valid header value"))?)
+            Some(
+                http::HeaderValue::from_str(&h.via)
+                    .map_err(|_| ConfigError::new(join(path, "via"), "not a valid header value"))?,
+            )
         };
         Ok(Self {
             stat_prefix: h.stat_prefix.clone(),
@@ -209,25 +271,65 @@ impl HcmConfig {
             route_config,
             http_filters,
             router,
-            server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+            server_name: if h.server_name.is_empty() {
+                "envoy".into()
+            } else {
+                h.server_name.clone()
+            },
             server_header,
             max_request_headers_kb: max_kb,
-            stream_idle_timeout: timeout_or(h.stream_idle_timeout.as_ref(), Some(Duration::from_secs(300)), &join(path, "stream_idle_timeout"))?,
-            request_timeout: timeout_or(h.request_timeout.as_ref(), None, &join(path, "request_timeout"))?,
-            request_headers_timeout: timeout_or(h.request_headers_timeout.as_ref(), None, &join(path, "request_headers_timeout"))?,
-            drain_timeout: timeout_or(h.drain_timeout.as_ref(), Some(Duration::from_secs(5)), &join(path, "drain_timeout"))?.unwrap_or(Duration::ZERO),
-            idle_timeout: timeout_or(common.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(&cp, "idle_timeout"))?,
-            use_remote_address: h.use_remote_address.as_ref().map(|v| v.value).unwrap_or(false),
+            stream_idle_timeout: timeout_or(
+                h.stream_idle_timeout.as_ref(),
+                Some(Duration::from_secs(300)),
+                &join(path, "stream_idle_timeout"),
+            )?,
+            request_timeout: timeout_or(
+                h.request_timeout.as_ref(),
+                None,
+                &join(path, "request_timeout"),
+            )?,
+            request_headers_timeout: timeout_or(
+                h.request_headers_timeout.as_ref(),
+                None,
+                &join(path, "request_headers_timeout"),
+            )?,
+            drain_timeout: timeout_or(
+                h.drain_timeout.as_ref(),
+                Some(Duration::from_secs(5)),
+                &join(path, "drain_timeout"),
+            )?
+            .unwrap_or(Duration::ZERO),
+            idle_timeout: timeout_or(
+                common.idle_timeout.as_ref(),
+                Some(Duration::from_secs(3600)),
+                &join(&cp, "idle_timeout"),
+            )?,
+            use_remote_address: h
+                .use_remote_address
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(false),
             xff_num_trusted_hops: h.xff_num_trusted_hops,
             internal_cidrs,
             skip_xff_append: h.skip_xff_append,
             via,
-            generate_request_id: h.generate_request_id.as_ref().map(|v| v.value).unwrap_or(true),
+            generate_request_id: h
+                .generate_request_id
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(true),
             preserve_external_request_id: h.preserve_external_request_id,
             always_set_request_id_in_response: h.always_set_request_id_in_response,
             upgrades,
-            accept_http_10: h.http_protocol_options.as_ref().map(|o| o.accept_http_10).unwrap_or(false),
-            http2_max_concurrent_streams: h.http2_protocol_options.as_ref().and_then(|o| o.max_concurrent_streams.as_ref().map(|v| v.value)),
+            accept_http_10: h
+                .http_protocol_options
+                .as_ref()
+                .map(|o| o.accept_http_10)
+                .unwrap_or(false),
+            http2_max_concurrent_streams: h
+                .http2_protocol_options
+                .as_ref()
+                .and_then(|o| o.max_concurrent_streams.as_ref().map(|v| v.value)),
             normalize_path: h.normalize_path.as_ref().map(|v| v.value).unwrap_or(false),
             merge_slashes: h.merge_slashes,
             forward_client_cert,

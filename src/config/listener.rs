@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 
-use super::common::{socket_address, Cidr};
-use super::error::{index, join, ConfigError};
-use super::filters::{network_filters, NetworkFilter};
+use super::common::{Cidr, socket_address};
+use super::error::{ConfigError, index, join};
+use super::filters::{NetworkFilter, network_filters};
 
 /// `traffic_direction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,10 @@ impl Listener {
         if l.name.is_empty() {
             return Err(ConfigError::new(join(path, "name"), "must not be empty"));
         }
-        let a = l.address.as_ref().ok_or_else(|| ConfigError::new(join(path, "address"), "is required"))?;
+        let a = l
+            .address
+            .as_ref()
+            .ok_or_else(|| ConfigError::new(join(path, "address"), "is required"))?;
         let address = socket_address(a, &join(path, "address"))?;
         if !l.listener_filters.is_empty() {
             let f = &l.listener_filters[0];
@@ -120,20 +123,35 @@ impl Listener {
                 Some(listener::listener_filter::ConfigType::TypedConfig(a)) => a.type_url.clone(),
                 _ => f.name.clone(),
             };
-            return Err(ConfigError::new(p, format!("listener filter {what} is not implemented yet")));
+            return Err(ConfigError::new(
+                p,
+                format!("listener filter {what} is not implemented yet"),
+            ));
         }
         if l.use_original_dst.as_ref().is_some_and(|v| v.value) {
-            return Err(ConfigError::new(join(path, "use_original_dst"), "original destination hand-off is not implemented yet"));
+            return Err(ConfigError::new(
+                join(path, "use_original_dst"),
+                "original destination hand-off is not implemented yet",
+            ));
         }
         for (set, name) in [
-            (l.transparent.as_ref().is_some_and(|v| v.value), "transparent"),
+            (
+                l.transparent.as_ref().is_some_and(|v| v.value),
+                "transparent",
+            ),
             (l.freebind.as_ref().is_some_and(|v| v.value), "freebind"),
             (!l.socket_options.is_empty(), "socket_options"),
             (!l.additional_addresses.is_empty(), "additional_addresses"),
             (l.udp_listener_config.is_some(), "udp_listener_config"),
             (l.api_listener.is_some(), "api_listener"),
-            (l.connection_balance_config.is_some(), "connection_balance_config"),
-            (l.tcp_fast_open_queue_length.is_some(), "tcp_fast_open_queue_length"),
+            (
+                l.connection_balance_config.is_some(),
+                "connection_balance_config",
+            ),
+            (
+                l.tcp_fast_open_queue_length.is_some(),
+                "tcp_fast_open_queue_length",
+            ),
             (!l.access_log.is_empty(), "access_log"),
             (l.filter_chain_matcher.is_some(), "filter_chain_matcher"),
         ] {
@@ -145,26 +163,42 @@ impl Listener {
         for (i, fc) in l.filter_chains.iter().enumerate() {
             let p = index(path, "filter_chains", i);
             let chain = FilterChain::from_proto(fc, &p)?;
-            if let Some(j) = filter_chains.iter().position(|c: &Arc<FilterChain>| c.matcher == chain.matcher) {
+            if let Some(j) = filter_chains
+                .iter()
+                .position(|c: &Arc<FilterChain>| c.matcher == chain.matcher)
+            {
                 return Err(ConfigError::new(
                     join(&p, "filter_chain_match"),
-                    format!("multiple filter chains with the same matching rules are defined (also filter_chains[{j}])"),
+                    format!(
+                        "multiple filter chains with the same matching rules are defined (also filter_chains[{j}])"
+                    ),
                 ));
             }
             filter_chains.push(Arc::new(chain));
         }
         let default_filter_chain = match &l.default_filter_chain {
-            Some(fc) => Some(Arc::new(FilterChain::from_proto(fc, &join(path, "default_filter_chain"))?)),
+            Some(fc) => Some(Arc::new(FilterChain::from_proto(
+                fc,
+                &join(path, "default_filter_chain"),
+            )?)),
             None => None,
         };
         if filter_chains.is_empty() && default_filter_chain.is_none() {
-            return Err(ConfigError::new(join(path, "filter_chains"), "a listener needs at least one filter chain"));
+            return Err(ConfigError::new(
+                join(path, "filter_chains"),
+                "a listener needs at least one filter chain",
+            ));
         }
         let traffic_direction = match l.traffic_direction {
             0 => TrafficDirection::Unspecified,
             1 => TrafficDirection::Inbound,
             2 => TrafficDirection::Outbound,
-            n => return Err(ConfigError::new(join(path, "traffic_direction"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "traffic_direction"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         let stat_prefix = if l.stat_prefix.is_empty() {
             match address {
@@ -180,12 +214,24 @@ impl Listener {
             stat_prefix,
             filter_chains,
             default_filter_chain,
-            per_connection_buffer_limit_bytes: l.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value).unwrap_or(1024 * 1024),
+            per_connection_buffer_limit_bytes: l
+                .per_connection_buffer_limit_bytes
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(1024 * 1024),
             traffic_direction,
             bind_to_port: l.bind_to_port.as_ref().map(|v| v.value).unwrap_or(true),
-            reuse_port: l.enable_reuse_port.as_ref().map(|v| v.value).unwrap_or(true),
+            reuse_port: l
+                .enable_reuse_port
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(true),
             ignore_global_conn_limit: l.ignore_global_conn_limit,
-            drain_type: if l.drain_type == 1 { DrainType::ModifyOnly } else { DrainType::Default },
+            drain_type: if l.drain_type == 1 {
+                DrainType::ModifyOnly
+            } else {
+                DrainType::Default
+            },
             backlog: l.tcp_backlog_size.as_ref().map(|v| v.value).unwrap_or(1024),
             proto: l.clone(),
         })
@@ -195,38 +241,73 @@ impl Listener {
 impl FilterChain {
     fn from_proto(fc: &listener::FilterChain, path: &str) -> Result<Self, ConfigError> {
         if fc.transport_socket.is_some() {
-            return Err(ConfigError::new(join(path, "transport_socket"), "TLS transport sockets are not implemented yet"));
+            return Err(ConfigError::new(
+                join(path, "transport_socket"),
+                "TLS transport sockets are not implemented yet",
+            ));
         }
         if fc.use_proxy_proto.is_some() {
             return Err(ConfigError::unsupported(join(path, "use_proxy_proto")));
         }
         let m = fc.filter_chain_match.clone().unwrap_or_default();
         let mp = join(path, "filter_chain_match");
-        let cidrs = |v: &[envoy_types::pb::envoy::config::core::v3::CidrRange], f: &str| -> Result<Vec<Cidr>, ConfigError> {
-            v.iter().enumerate().map(|(i, c)| Cidr::from_proto(c, &index(&mp, f, i))).collect()
+        let cidrs = |v: &[envoy_types::pb::envoy::config::core::v3::CidrRange],
+                     f: &str|
+         -> Result<Vec<Cidr>, ConfigError> {
+            v.iter()
+                .enumerate()
+                .map(|(i, c)| Cidr::from_proto(c, &index(&mp, f, i)))
+                .collect()
         };
         if m.address_suffix.len() + m.suffix_len.as_ref().map(|_| 1).unwrap_or(0) > 0 {
             return Err(ConfigError::unsupported(join(&mp, "address_suffix")));
         }
         let port = |p: u32, f: &str| -> Result<u16, ConfigError> {
-            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| ConfigError::new(join(&mp, f), format!("{p} is not a port")))
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConfigError::new(join(&mp, f), format!("{p} is not a port")))
         };
         let matcher = FilterChainMatch {
-            destination_port: m.destination_port.as_ref().map(|v| port(v.value, "destination_port")).transpose()?,
+            destination_port: m
+                .destination_port
+                .as_ref()
+                .map(|v| port(v.value, "destination_port"))
+                .transpose()?,
             prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
-            direct_source_prefix_ranges: cidrs(&m.direct_source_prefix_ranges, "direct_source_prefix_ranges")?,
+            direct_source_prefix_ranges: cidrs(
+                &m.direct_source_prefix_ranges,
+                "direct_source_prefix_ranges",
+            )?,
             source_type: match m.source_type {
                 0 => SourceType::Any,
                 1 => SourceType::SameIpOrLoopback,
                 2 => SourceType::External,
-                n => return Err(ConfigError::new(join(&mp, "source_type"), format!("unknown value {n}"))),
+                n => {
+                    return Err(ConfigError::new(
+                        join(&mp, "source_type"),
+                        format!("unknown value {n}"),
+                    ));
+                }
             },
             source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
-            source_ports: m.source_ports.iter().map(|p| port(*p, "source_ports")).collect::<Result<_, _>>()?,
-            server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            source_ports: m
+                .source_ports
+                .iter()
+                .map(|p| port(*p, "source_ports"))
+                .collect::<Result<_, _>>()?,
+            server_names: m
+                .server_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             transport_protocol: m.transport_protocol.clone(),
             application_protocols: m.application_protocols.clone(),
         };
-        Ok(Self { name: fc.name.clone(), matcher, filters: network_filters(&fc.filters, path)? })
+        Ok(Self {
+            name: fc.name.clone(),
+            matcher,
+            filters: network_filters(&fc.filters, path)?,
+        })
     }
 }

@@ -66,7 +66,14 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
     fields::check(dynamic, "", &mut errs);
     let mut warnings = Vec::new();
 
-    let node = b.node.as_ref().map(|n| Node { id: n.id.clone(), cluster: n.cluster.clone() }).unwrap_or_default();
+    let node = b
+        .node
+        .as_ref()
+        .map(|n| Node {
+            id: n.id.clone(),
+            cluster: n.cluster.clone(),
+        })
+        .unwrap_or_default();
     if !b.header_prefix.is_empty() && b.header_prefix != "x-envoy" {
         errs.push(ConfigError::unsupported("header_prefix"));
     }
@@ -74,13 +81,21 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
     let admin_address = b.admin.as_ref().and_then(|a| {
         for (i, l) in a.access_log.iter().enumerate() {
             if !is_dev_null_log(l) {
-                errs.push(ConfigError::new(index("admin", "access_log", i), "admin access logs other than /dev/null are not implemented yet"));
+                errs.push(ConfigError::new(
+                    index("admin", "access_log", i),
+                    "admin access logs other than /dev/null are not implemented yet",
+                ));
             }
         }
         if !a.access_log_path.is_empty() && a.access_log_path != "/dev/null" {
-            errs.push(ConfigError::new("admin.access_log_path", "admin access logs other than /dev/null are not implemented yet"));
+            errs.push(ConfigError::new(
+                "admin.access_log_path",
+                "admin access logs other than /dev/null are not implemented yet",
+            ));
         }
-        a.address.as_ref().and_then(|addr| errs.keep(socket_address(addr, "admin.address")))
+        a.address
+            .as_ref()
+            .and_then(|addr| errs.keep(socket_address(addr, "admin.address")))
     });
 
     let mut listeners = Vec::new();
@@ -91,14 +106,20 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         for (i, l) in sr.listeners.iter().enumerate() {
             let p = index("static_resources", "listeners", i);
             if let Some(j) = names.insert(l.name.clone(), i) {
-                errs.push(ConfigError::new(join(&p, "name"), format!("duplicate listener name {:?} (also listeners[{j}])", l.name)));
+                errs.push(ConfigError::new(
+                    join(&p, "name"),
+                    format!("duplicate listener name {:?} (also listeners[{j}])", l.name),
+                ));
                 continue;
             }
             if let Some(l) = errs.keep(listener::Listener::from_proto(l, &p)) {
-                if l.bind_to_port {
-                    if let Some(j) = addrs.insert(l.address, i) {
-                        errs.push(ConfigError::new(join(&p, "address"), format!("address {} is already used by listeners[{j}]", l.address)));
-                    }
+                if l.bind_to_port
+                    && let Some(j) = addrs.insert(l.address, i)
+                {
+                    errs.push(ConfigError::new(
+                        join(&p, "address"),
+                        format!("address {} is already used by listeners[{j}]", l.address),
+                    ));
                 }
                 listeners.push(Arc::new(l));
             }
@@ -107,7 +128,10 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         for (i, c) in sr.clusters.iter().enumerate() {
             let p = index("static_resources", "clusters", i);
             if let Some(j) = cnames.insert(c.name.clone(), i) {
-                errs.push(ConfigError::new(join(&p, "name"), format!("duplicate cluster name {:?} (also clusters[{j}])", c.name)));
+                errs.push(ConfigError::new(
+                    join(&p, "name"),
+                    format!("duplicate cluster name {:?} (also clusters[{j}])", c.name),
+                ));
                 continue;
             }
             if let Some(c) = errs.keep(cluster::Cluster::from_proto(c, &p)) {
@@ -122,7 +146,10 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
 
     if let Some(dr) = &b.dynamic_resources {
         let _ = dr;
-        warnings.push("dynamic_resources: xDS is not implemented yet; only static resources are served".into());
+        warnings.push(
+            "dynamic_resources: xDS is not implemented yet; only static resources are served"
+                .into(),
+        );
     }
 
     let mut max_downstream_connections = None;
@@ -137,27 +164,40 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
             let p = index("overload_manager", "resource_monitors", i);
             use envoy_types::pb::envoy::config::overload::v3::resource_monitor::ConfigType as CT;
             match &m.config_type {
-                Some(CT::TypedConfig(a)) if crate::bootstrap::descriptors::type_name(&a.type_url) == DOWNSTREAM_CONNECTIONS => {
+                Some(CT::TypedConfig(a))
+                    if crate::bootstrap::descriptors::type_name(&a.type_url)
+                        == DOWNSTREAM_CONNECTIONS =>
+                {
                     use prost::Message;
                     match envoy_types::pb::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig::decode(a.value.as_slice()) {
                         Ok(c) => max_downstream_connections = Some(c.max_active_downstream_connections.max(0) as u64),
                         Err(e) => errs.push(ConfigError::new(join(&p, "typed_config"), e.to_string())),
                     }
                 }
-                _ => errs.push(ConfigError::new(join(&p, "typed_config"), format!("resource monitor {:?} is not implemented", m.name))),
+                _ => errs.push(ConfigError::new(
+                    join(&p, "typed_config"),
+                    format!("resource monitor {:?} is not implemented", m.name),
+                )),
             }
         }
     }
 
     for (i, e) in b.bootstrap_extensions.iter().enumerate() {
         let p = index("", "bootstrap_extensions", i);
-        let t = e.typed_config.as_ref().map(|a| crate::bootstrap::descriptors::type_name(&a.type_url).to_string()).unwrap_or_default();
+        let t = e
+            .typed_config
+            .as_ref()
+            .map(|a| crate::bootstrap::descriptors::type_name(&a.type_url).to_string())
+            .unwrap_or_default();
         if t == INTERNAL_LISTENER {
             // Internal listeners only matter to listeners with an envoy_internal_address, which
             // are refused; enabling the registry alone changes nothing.
             continue;
         }
-        errs.push(ConfigError::new(join(&p, "typed_config"), format!("bootstrap extension {t:?} is not supported")));
+        errs.push(ConfigError::new(
+            join(&p, "typed_config"),
+            format!("bootstrap extension {t:?} is not supported"),
+        ));
     }
 
     let (tags, stats_matcher) = stats_settings(b, &mut errs);
@@ -180,9 +220,13 @@ fn is_dev_null_log(l: &envoy_types::pb::envoy::config::accesslog::v3::AccessLog)
     use envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType as CT;
     use prost::Message;
     match &l.config_type {
-        Some(CT::TypedConfig(a)) => envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog::decode(a.value.as_slice())
+        Some(CT::TypedConfig(a)) => {
+            envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog::decode(
+                a.value.as_slice(),
+            )
             .map(|f| f.path == "/dev/null")
-            .unwrap_or(false),
+            .unwrap_or(false)
+        }
         None => false,
     }
 }
@@ -196,14 +240,26 @@ fn check_route_clusters(
 ) {
     let p = index("static_resources", "listeners", i);
     let _ = protos;
-    let chains = l.filter_chains.iter().enumerate().map(|(j, c)| (index(&p, "filter_chains", j), c)).chain(l.default_filter_chain.iter().map(|c| (join(&p, "default_filter_chain"), c)));
+    let chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(j, c)| (index(&p, "filter_chains", j), c))
+        .chain(
+            l.default_filter_chain
+                .iter()
+                .map(|c| (join(&p, "default_filter_chain"), c)),
+        );
     for (cp, chain) in chains {
         for f in &chain.filters {
             if let filters::NetworkFilter::HttpConnectionManager(h) = f {
                 for c in h.route_config.referenced_clusters() {
                     if !known.contains(&*c) {
                         errs.push(ConfigError::new(
-                            format!("{cp}.filters[{}].typed_config.route_config", chain.filters.len() - 1),
+                            format!(
+                                "{cp}.filters[{}].typed_config.route_config",
+                                chain.filters.len() - 1
+                            ),
                             format!("route refers to unknown cluster {c:?}"),
                         ));
                     }
@@ -223,21 +279,34 @@ fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, Stats
         use envoy_types::pb::envoy::config::metrics::v3::tag_specifier::TagValue as TV;
         match &t.tag_value {
             Some(TV::Regex(r)) => {
-                if let Some(e) = errs.keep(TagExtractor::regex(&t.tag_name, r).map_err(|e| ConfigError::new(join(&p, "regex"), e))) {
+                if let Some(e) = errs.keep(
+                    TagExtractor::regex(&t.tag_name, r)
+                        .map_err(|e| ConfigError::new(join(&p, "regex"), e)),
+                ) {
                     custom.push(e);
                 }
             }
             Some(TV::FixedValue(v)) => custom.push(TagExtractor::fixed(&t.tag_name, v)),
-            None => errs.push(ConfigError::new(&p, "regex or fixed_value is required (default tag names are not looked up)")),
+            None => errs.push(ConfigError::new(
+                &p,
+                "regex or fixed_value is required (default tag names are not looked up)",
+            )),
         }
     }
-    let use_defaults = sc.use_all_default_tags.as_ref().map(|v| v.value).unwrap_or(true);
+    let use_defaults = sc
+        .use_all_default_tags
+        .as_ref()
+        .map(|v| v.value)
+        .unwrap_or(true);
     let tags = TagProducer::new(custom, use_defaults);
     let matcher = match &sc.stats_matcher {
         None => StatsMatcher::default(),
         Some(m) => {
             use envoy_types::pb::envoy::config::metrics::v3::stats_matcher::StatsMatcher as SM;
-            let pats = |l: &envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher, f: &str, errs: &mut ConfigErrors| -> Vec<Pattern> {
+            let pats = |l: &envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher,
+                        f: &str,
+                        errs: &mut ConfigErrors|
+             -> Vec<Pattern> {
                 let mut out = Vec::new();
                 for (i, s) in l.patterns.iter().enumerate() {
                     let p = format!("stats_config.stats_matcher.{f}.patterns[{i}]");
@@ -248,7 +317,10 @@ fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, Stats
                         Some(MP::Suffix(v)) => out.push(Pattern::Suffix(v.clone())),
                         Some(MP::Contains(v)) => out.push(Pattern::Contains(v.clone())),
                         Some(MP::SafeRegex(r)) => {
-                            if let Some(re) = errs.keep(common::full_regex(&r.regex, &format!("{p}.safe_regex.regex"))) {
+                            if let Some(re) = errs.keep(common::full_regex(
+                                &r.regex,
+                                &format!("{p}.safe_regex.regex"),
+                            )) {
                                 out.push(Pattern::Regex(re));
                             }
                         }
@@ -260,13 +332,19 @@ fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, Stats
             match &m.stats_matcher {
                 Some(SM::RejectAll(true)) => StatsMatcher::reject_all(),
                 Some(SM::RejectAll(false)) | None => StatsMatcher::default(),
-                Some(SM::InclusionList(l)) => StatsMatcher::new(pats(l, "inclusion_list", errs), vec![]),
-                Some(SM::ExclusionList(l)) => StatsMatcher::new(vec![], pats(l, "exclusion_list", errs)),
+                Some(SM::InclusionList(l)) => {
+                    StatsMatcher::new(pats(l, "inclusion_list", errs), vec![])
+                }
+                Some(SM::ExclusionList(l)) => {
+                    StatsMatcher::new(vec![], pats(l, "exclusion_list", errs))
+                }
             }
         }
     };
     if sc.histogram_bucket_settings.iter().len() > 0 {
-        errs.push(ConfigError::unsupported("stats_config.histogram_bucket_settings"));
+        errs.push(ConfigError::unsupported(
+            "stats_config.histogram_bucket_settings",
+        ));
     }
     (tags, matcher)
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3 as route;
 
-use super::common::{full_regex, timeout_or, HeaderMutations, StringMatch};
-use super::error::{index, join, ConfigError};
+use super::common::{HeaderMutations, StringMatch, full_regex, timeout_or};
+use super::error::{ConfigError, index, join};
 
 /// A converted `RouteConfiguration`.
 #[derive(Debug)]
@@ -261,10 +261,16 @@ impl RouteConfig {
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             let p = index(path, "virtual_hosts", i);
             if !names.insert(vh.name.clone()) {
-                return Err(ConfigError::new(join(&p, "name"), format!("duplicate virtual host name {:?}", vh.name)));
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    format!("duplicate virtual host name {:?}", vh.name),
+                ));
             }
             if vh.domains.is_empty() {
-                return Err(ConfigError::new(join(&p, "domains"), "at least one domain is required"));
+                return Err(ConfigError::new(
+                    join(&p, "domains"),
+                    "at least one domain is required",
+                ));
             }
             for (j, d) in vh.domains.iter().enumerate() {
                 let dp = index(&p, "domains", j);
@@ -281,23 +287,31 @@ impl RouteConfig {
                     dup
                 } else {
                     if d.contains('*') {
-                        return Err(ConfigError::new(dp, "a wildcard may only be at the start or end"));
+                        return Err(ConfigError::new(
+                            dp,
+                            "a wildcard may only be at the start or end",
+                        ));
                     }
                     exact.insert(d.clone(), i).is_some()
                 };
                 if dup {
-                    return Err(ConfigError::new(dp, format!("domain {d:?} is in more than one virtual host")));
+                    return Err(ConfigError::new(
+                        dp,
+                        format!("domain {d:?} is in more than one virtual host"),
+                    ));
                 }
             }
             virtual_hosts.push(VirtualHost::from_proto(vh, &p)?);
         }
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         let mut internal_only_headers = Vec::new();
         for (i, h) in rc.internal_only_headers.iter().enumerate() {
-            internal_only_headers.push(http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                ConfigError::new(index(path, "internal_only_headers", i), "not a header name")
-            })?);
+            internal_only_headers.push(
+                http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    ConfigError::new(index(path, "internal_only_headers", i), "not a header name")
+                })?,
+            );
         }
         Ok(Self {
             name: rc.name.clone(),
@@ -307,11 +321,27 @@ impl RouteConfig {
             prefixes,
             catch_all,
             ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
-            request_headers: HeaderMutations::from_proto(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response_headers: HeaderMutations::from_proto(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request_headers: HeaderMutations::from_proto(
+                &rc.request_headers_to_add,
+                &rc.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::from_proto(
+                &rc.response_headers_to_add,
+                &rc.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
             internal_only_headers,
             most_specific_wins: rc.most_specific_header_mutations_wins,
-            max_direct_response_body_size_bytes: rc.max_direct_response_body_size_bytes.as_ref().map(|v| v.value).unwrap_or(4096),
+            max_direct_response_body_size_bytes: rc
+                .max_direct_response_body_size_bytes
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(4096),
         })
     }
 
@@ -323,7 +353,9 @@ impl RouteConfig {
                 if let Action::Route(a) = &r.action {
                     match &a.cluster {
                         ClusterSpecifier::Cluster(c) => out.push(c.clone()),
-                        ClusterSpecifier::Weighted(w, _) => out.extend(w.iter().map(|w| w.name.clone())),
+                        ClusterSpecifier::Weighted(w, _) => {
+                            out.extend(w.iter().map(|w| w.name.clone()))
+                        }
                         ClusterSpecifier::Header(_) => {}
                     }
                 }
@@ -343,13 +375,30 @@ impl VirtualHost {
             0 => RequireTls::None,
             1 => RequireTls::ExternalOnly,
             2 => RequireTls::All,
-            n => return Err(ConfigError::new(join(path, "require_tls"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "require_tls"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         Ok(Self {
             name: vh.name.clone(),
             routes,
-            request_headers: HeaderMutations::from_proto(&vh.request_headers_to_add, &vh.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response_headers: HeaderMutations::from_proto(&vh.response_headers_to_add, &vh.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request_headers: HeaderMutations::from_proto(
+                &vh.request_headers_to_add,
+                &vh.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::from_proto(
+                &vh.response_headers_to_add,
+                &vh.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
             require_tls,
             include_request_attempt_count: vh.include_request_attempt_count,
             include_attempt_count_in_response: vh.include_attempt_count_in_response,
@@ -359,39 +408,77 @@ impl VirtualHost {
 
 impl Route {
     fn from_proto(r: &route::Route, path: &str) -> Result<Self, ConfigError> {
-        let m = r.r#match.as_ref().ok_or_else(|| ConfigError::new(join(path, "match"), "is required"))?;
+        let m = r
+            .r#match
+            .as_ref()
+            .ok_or_else(|| ConfigError::new(join(path, "match"), "is required"))?;
         let matcher = RouteMatch::from_proto(m, &join(path, "match"))?;
         use route::route::Action as A;
         let action = match &r.action {
             Some(A::Route(a)) => Action::Route(RouteAction::from_proto(a, &join(path, "route"))?),
-            Some(A::Redirect(rd)) => Action::Redirect(Redirect::from_proto(rd, &join(path, "redirect"))?),
+            Some(A::Redirect(rd)) => {
+                Action::Redirect(Redirect::from_proto(rd, &join(path, "redirect"))?)
+            }
             Some(A::DirectResponse(d)) => {
                 let p = join(path, "direct_response");
                 if !(200..600).contains(&d.status) {
-                    return Err(ConfigError::new(join(&p, "status"), format!("{} is not in [200, 600)", d.status)));
+                    return Err(ConfigError::new(
+                        join(&p, "status"),
+                        format!("{} is not in [200, 600)", d.status),
+                    ));
                 }
                 let body = match &d.body {
                     None => None,
                     Some(ds) => Some(data_source(ds, &join(&p, "body"))?),
                 };
-                Action::DirectResponse { status: d.status as u16, body }
+                Action::DirectResponse {
+                    status: d.status as u16,
+                    body,
+                }
             }
-            Some(A::FilterAction(_)) => return Err(ConfigError::unsupported(join(path, "filter_action"))),
-            Some(A::NonForwardingAction(_)) => return Err(ConfigError::unsupported(join(path, "non_forwarding_action"))),
-            None => return Err(ConfigError::new(path, "one of route, redirect or direct_response is required")),
+            Some(A::FilterAction(_)) => {
+                return Err(ConfigError::unsupported(join(path, "filter_action")));
+            }
+            Some(A::NonForwardingAction(_)) => {
+                return Err(ConfigError::unsupported(join(
+                    path,
+                    "non_forwarding_action",
+                )));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    path,
+                    "one of route, redirect or direct_response is required",
+                ));
+            }
         };
         Ok(Self {
             name: r.name.clone(),
             matcher,
             action,
-            request_headers: HeaderMutations::from_proto(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-            response_headers: HeaderMutations::from_proto(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+            request_headers: HeaderMutations::from_proto(
+                &r.request_headers_to_add,
+                &r.request_headers_to_remove,
+                path,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::from_proto(
+                &r.response_headers_to_add,
+                &r.response_headers_to_remove,
+                path,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
         })
     }
 }
 
 /// Reads an inline DataSource (files are read once, now).
-pub fn data_source(ds: &envoy_types::pb::envoy::config::core::v3::DataSource, path: &str) -> Result<bytes::Bytes, ConfigError> {
+pub fn data_source(
+    ds: &envoy_types::pb::envoy::config::core::v3::DataSource,
+    path: &str,
+) -> Result<bytes::Bytes, ConfigError> {
     use envoy_types::pb::envoy::config::core::v3::data_source::Specifier as S;
     match &ds.specifier {
         Some(S::InlineString(s)) => Ok(bytes::Bytes::from(s.clone())),
@@ -399,9 +486,12 @@ pub fn data_source(ds: &envoy_types::pb::envoy::config::core::v3::DataSource, pa
         Some(S::Filename(f)) => std::fs::read(f)
             .map(bytes::Bytes::from)
             .map_err(|e| ConfigError::new(join(path, "filename"), format!("cannot read {f}: {e}"))),
-        Some(S::EnvironmentVariable(v)) => std::env::var(v)
-            .map(bytes::Bytes::from)
-            .map_err(|_| ConfigError::new(join(path, "environment_variable"), format!("{v} is not set"))),
+        Some(S::EnvironmentVariable(v)) => std::env::var(v).map(bytes::Bytes::from).map_err(|_| {
+            ConfigError::new(
+                join(path, "environment_variable"),
+                format!("{v} is not set"),
+            )
+        }),
         None => Ok(bytes::Bytes::new()),
     }
 }
@@ -410,23 +500,45 @@ impl RouteMatch {
     fn from_proto(m: &route::RouteMatch, path: &str) -> Result<Self, ConfigError> {
         use route::route_match::PathSpecifier as P;
         let case_sensitive = m.case_sensitive.as_ref().map(|v| v.value).unwrap_or(true);
-        let fold = |s: &String| if case_sensitive { s.clone() } else { s.to_lowercase() };
+        let fold = |s: &String| {
+            if case_sensitive {
+                s.clone()
+            } else {
+                s.to_lowercase()
+            }
+        };
         let pm = match &m.path_specifier {
             Some(P::Prefix(p)) => PathMatch::Prefix(fold(p)),
             Some(P::Path(p)) => PathMatch::Path(fold(p)),
             Some(P::SafeRegex(r)) => {
-                let re = if case_sensitive { r.regex.clone() } else { format!("(?i){}", r.regex) };
+                let re = if case_sensitive {
+                    r.regex.clone()
+                } else {
+                    format!("(?i){}", r.regex)
+                };
                 PathMatch::Regex(full_regex(&re, &join(path, "safe_regex.regex"))?)
             }
             Some(P::PathSeparatedPrefix(p)) => {
                 if p.contains(['?', '#']) || (p.ends_with('/') && p != "/") {
-                    return Err(ConfigError::new(join(path, "path_separated_prefix"), "must not contain ?, # or end with /"));
+                    return Err(ConfigError::new(
+                        join(path, "path_separated_prefix"),
+                        "must not contain ?, # or end with /",
+                    ));
                 }
                 PathMatch::PathSeparatedPrefix(fold(p))
             }
-            Some(P::ConnectMatcher(_)) => return Err(ConfigError::unsupported(join(path, "connect_matcher"))),
-            Some(P::PathMatchPolicy(_)) => return Err(ConfigError::unsupported(join(path, "path_match_policy"))),
-            None => return Err(ConfigError::new(path, "a path specifier (prefix, path, safe_regex, ...) is required")),
+            Some(P::ConnectMatcher(_)) => {
+                return Err(ConfigError::unsupported(join(path, "connect_matcher")));
+            }
+            Some(P::PathMatchPolicy(_)) => {
+                return Err(ConfigError::unsupported(join(path, "path_match_policy")));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    path,
+                    "a path specifier (prefix, path, safe_regex, ...) is required",
+                ));
+            }
         };
         let mut headers = Vec::new();
         for (i, h) in m.headers.iter().enumerate() {
@@ -437,15 +549,29 @@ impl RouteMatch {
             let p = index(path, "query_parameters", i);
             use route::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
             let value = match &q.query_parameter_match_specifier {
-                Some(Q::StringMatch(s)) => Some(StringMatch::from_proto(s, &join(&p, "string_match"))?),
+                Some(Q::StringMatch(s)) => {
+                    Some(StringMatch::from_proto(s, &join(&p, "string_match"))?)
+                }
                 Some(Q::PresentMatch(true)) | None => None,
                 Some(Q::PresentMatch(false)) => {
-                    return Err(ConfigError::new(join(&p, "present_match"), "present_match: false is not allowed"));
+                    return Err(ConfigError::new(
+                        join(&p, "present_match"),
+                        "present_match: false is not allowed",
+                    ));
                 }
             };
-            query_parameters.push(QueryParameterMatcher { name: q.name.clone(), value });
+            query_parameters.push(QueryParameterMatcher {
+                name: q.name.clone(),
+                value,
+            });
         }
-        Ok(Self { path: pm, case_sensitive, headers, query_parameters, grpc: m.grpc.is_some() })
+        Ok(Self {
+            path: pm,
+            case_sensitive,
+            headers,
+            query_parameters,
+            grpc: m.grpc.is_some(),
+        })
     }
 }
 
@@ -459,8 +585,13 @@ impl HeaderMatcher {
             Some(H::PrefixMatch(s)) => HeaderMatchKind::String(StringMatch::prefix(s)),
             Some(H::SuffixMatch(s)) => HeaderMatchKind::String(StringMatch::suffix(s)),
             Some(H::ContainsMatch(s)) => HeaderMatchKind::String(StringMatch::contains(s)),
-            Some(H::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch::regex(full_regex(&r.regex, &join(path, "safe_regex_match.regex"))?)),
-            Some(H::StringMatch(s)) => HeaderMatchKind::String(StringMatch::from_proto(s, &join(path, "string_match"))?),
+            Some(H::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch::regex(full_regex(
+                &r.regex,
+                &join(path, "safe_regex_match.regex"),
+            )?)),
+            Some(H::StringMatch(s)) => {
+                HeaderMatchKind::String(StringMatch::from_proto(s, &join(path, "string_match"))?)
+            }
             Some(H::RangeMatch(r)) => HeaderMatchKind::Range(r.start, r.end),
         };
         Ok(Self {
@@ -476,16 +607,24 @@ impl RouteAction {
     fn from_proto(a: &route::RouteAction, path: &str) -> Result<Self, ConfigError> {
         use route::route_action::ClusterSpecifier as C;
         let cluster = match &a.cluster_specifier {
-            Some(C::Cluster(c)) if !c.is_empty() => ClusterSpecifier::Cluster(Arc::from(c.as_str())),
-            Some(C::Cluster(_)) => return Err(ConfigError::new(join(path, "cluster"), "must not be empty")),
+            Some(C::Cluster(c)) if !c.is_empty() => {
+                ClusterSpecifier::Cluster(Arc::from(c.as_str()))
+            }
+            Some(C::Cluster(_)) => {
+                return Err(ConfigError::new(join(path, "cluster"), "must not be empty"));
+            }
             Some(C::ClusterHeader(h)) => ClusterSpecifier::Header(
-                http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| ConfigError::new(join(path, "cluster_header"), "not a header name"))?,
+                http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    ConfigError::new(join(path, "cluster_header"), "not a header name")
+                })?,
             ),
             Some(C::WeightedClusters(w)) => {
                 let wp = join(path, "weighted_clusters");
                 if w.clusters.is_empty() {
-                    return Err(ConfigError::new(join(&wp, "clusters"), "at least one cluster is required"));
+                    return Err(ConfigError::new(
+                        join(&wp, "clusters"),
+                        "at least one cluster is required",
+                    ));
                 }
                 let mut list = Vec::new();
                 for (i, c) in w.clusters.iter().enumerate() {
@@ -497,43 +636,79 @@ impl RouteAction {
                     list.push(WeightedCluster {
                         name: Arc::from(c.name.as_str()),
                         weight: c.weight.as_ref().map(|v| v.value as u64).unwrap_or(0),
-                        request_headers: HeaderMutations::from_proto(&c.request_headers_to_add, &c.request_headers_to_remove, &cp, "request_headers_to_add", "request_headers_to_remove")?,
-                        response_headers: HeaderMutations::from_proto(&c.response_headers_to_add, &c.response_headers_to_remove, &cp, "response_headers_to_add", "response_headers_to_remove")?,
-                        host_rewrite_literal: match &c.host_rewrite_specifier {
-                            Some(HR::HostRewriteLiteral(h)) => Some(h.clone()),
-                            None => None,
-                        },
+                        request_headers: HeaderMutations::from_proto(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                            &cp,
+                            "request_headers_to_add",
+                            "request_headers_to_remove",
+                        )?,
+                        response_headers: HeaderMutations::from_proto(
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                            &cp,
+                            "response_headers_to_add",
+                            "response_headers_to_remove",
+                        )?,
+                        host_rewrite_literal: c
+                            .host_rewrite_specifier
+                            .as_ref()
+                            .map(|HR::HostRewriteLiteral(h)| h.clone()),
                     });
                 }
                 let sum: u64 = list.iter().map(|c| c.weight).sum();
                 let total = match &w.total_weight {
                     Some(t) if t.value as u64 != sum => {
-                        return Err(ConfigError::new(join(&wp, "total_weight"), format!("is {} but the weights add up to {sum}", t.value)));
+                        return Err(ConfigError::new(
+                            join(&wp, "total_weight"),
+                            format!("is {} but the weights add up to {sum}", t.value),
+                        ));
                     }
                     _ => sum,
                 };
                 if total == 0 {
-                    return Err(ConfigError::new(join(&wp, "clusters"), "the weights must add up to more than 0"));
+                    return Err(ConfigError::new(
+                        join(&wp, "clusters"),
+                        "the weights must add up to more than 0",
+                    ));
                 }
                 ClusterSpecifier::Weighted(list, total)
             }
             Some(C::ClusterSpecifierPlugin(_)) | Some(C::InlineClusterSpecifierPlugin(_)) => {
-                return Err(ConfigError::unsupported(join(path, "cluster_specifier_plugin")));
+                return Err(ConfigError::unsupported(join(
+                    path,
+                    "cluster_specifier_plugin",
+                )));
             }
-            None => return Err(ConfigError::new(path, "one of cluster, cluster_header or weighted_clusters is required")),
+            None => {
+                return Err(ConfigError::new(
+                    path,
+                    "one of cluster, cluster_header or weighted_clusters is required",
+                ));
+            }
         };
         let cluster_not_found_status = match a.cluster_not_found_response_code {
             0 => 503,
             1 => 404,
             2 => 500,
-            n => return Err(ConfigError::new(join(path, "cluster_not_found_response_code"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "cluster_not_found_response_code"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         let regex_rewrite = match &a.regex_rewrite {
             None => None,
             Some(r) => {
                 let p = join(path, "regex_rewrite");
-                let pat = r.pattern.as_ref().ok_or_else(|| ConfigError::new(join(&p, "pattern"), "is required"))?;
-                let re = regex::Regex::new(&pat.regex).map_err(|e| ConfigError::new(join(&p, "pattern.regex"), format!("invalid regex: {e}")))?;
+                let pat = r
+                    .pattern
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new(join(&p, "pattern"), "is required"))?;
+                let re = regex::Regex::new(&pat.regex).map_err(|e| {
+                    ConfigError::new(join(&p, "pattern.regex"), format!("invalid regex: {e}"))
+                })?;
                 Some((re, re2_substitution(&r.substitution)))
             }
         };
@@ -546,16 +721,31 @@ impl RouteAction {
             Some(HR::HostRewriteLiteral(h)) => HostRewrite::Literal(h.clone()),
             Some(HR::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
             Some(HR::AutoHostRewrite(_)) => HostRewrite::None,
-            Some(HR::HostRewriteHeader(_)) => return Err(ConfigError::unsupported(join(path, "host_rewrite_header"))),
-            Some(HR::HostRewritePathRegex(_)) => return Err(ConfigError::unsupported(join(path, "host_rewrite_path_regex"))),
-            Some(HR::HostRewrite(_)) => return Err(ConfigError::unsupported(join(path, "host_rewrite"))),
+            Some(HR::HostRewriteHeader(_)) => {
+                return Err(ConfigError::unsupported(join(path, "host_rewrite_header")));
+            }
+            Some(HR::HostRewritePathRegex(_)) => {
+                return Err(ConfigError::unsupported(join(
+                    path,
+                    "host_rewrite_path_regex",
+                )));
+            }
+            Some(HR::HostRewrite(_)) => {
+                return Err(ConfigError::unsupported(join(path, "host_rewrite")));
+            }
         };
         let mut upgrades = Vec::new();
         for (i, u) in a.upgrade_configs.iter().enumerate() {
             if u.connect_config.is_some() {
-                return Err(ConfigError::unsupported(join(&index(path, "upgrade_configs", i), "connect_config")));
+                return Err(ConfigError::unsupported(join(
+                    &index(path, "upgrade_configs", i),
+                    "connect_config",
+                )));
             }
-            upgrades.push((u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().map(|v| v.value).unwrap_or(true)));
+            upgrades.push((
+                u.upgrade_type.to_ascii_lowercase(),
+                u.enabled.as_ref().map(|v| v.value).unwrap_or(true),
+            ));
         }
         Ok(Self {
             cluster,
@@ -563,7 +753,11 @@ impl RouteAction {
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             regex_rewrite,
             host_rewrite,
-            timeout: timeout_or(a.timeout.as_ref(), Some(Duration::from_secs(15)), &join(path, "timeout"))?,
+            timeout: timeout_or(
+                a.timeout.as_ref(),
+                Some(Duration::from_secs(15)),
+                &join(path, "timeout"),
+            )?,
             idle_timeout: match &a.idle_timeout {
                 None => None,
                 Some(d) => Some(timeout_or(Some(d), None, &join(path, "idle_timeout"))?),
@@ -586,11 +780,20 @@ impl Redirect {
             Some(P::PathRedirect(p)) => RedirectPath::Path(p.clone()),
             Some(P::PrefixRewrite(p)) => RedirectPath::Prefix(p.clone()),
             Some(P::RegexRewrite(rr)) => {
-                let pat = rr.pattern.as_ref().ok_or_else(|| ConfigError::new(join(path, "regex_rewrite.pattern"), "is required"))?;
-                let re = regex::Regex::new(&pat.regex).map_err(|e| ConfigError::new(join(path, "regex_rewrite.pattern.regex"), format!("invalid regex: {e}")))?;
+                let pat = rr.pattern.as_ref().ok_or_else(|| {
+                    ConfigError::new(join(path, "regex_rewrite.pattern"), "is required")
+                })?;
+                let re = regex::Regex::new(&pat.regex).map_err(|e| {
+                    ConfigError::new(
+                        join(path, "regex_rewrite.pattern.regex"),
+                        format!("invalid regex: {e}"),
+                    )
+                })?;
                 RedirectPath::Regex(re, re2_substitution(&rr.substitution))
             }
-            Some(P::PathRewrite(_)) => return Err(ConfigError::unsupported(join(path, "path_rewrite"))),
+            Some(P::PathRewrite(_)) => {
+                return Err(ConfigError::unsupported(join(path, "path_rewrite")));
+            }
         };
         let status = match r.response_code {
             0 => 301,
@@ -598,10 +801,18 @@ impl Redirect {
             2 => 303,
             3 => 307,
             4 => 308,
-            n => return Err(ConfigError::new(join(path, "response_code"), format!("unknown value {n}"))),
+            n => {
+                return Err(ConfigError::new(
+                    join(path, "response_code"),
+                    format!("unknown value {n}"),
+                ));
+            }
         };
         if r.port_redirect > 65535 {
-            return Err(ConfigError::new(join(path, "port_redirect"), "is not a port"));
+            return Err(ConfigError::new(
+                join(path, "port_redirect"),
+                "is not a port",
+            ));
         }
         Ok(Self {
             scheme,

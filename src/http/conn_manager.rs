@@ -11,11 +11,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::local_reply::{local_reply, ResponseFlag};
-use super::route_match::{find_route, find_virtual_host, is_grpc, RequestFacts};
-use super::router::{choose_cluster, forward, Forward};
-use super::stats::HcmStats;
 use super::Body;
+use super::local_reply::{ResponseFlag, local_reply};
+use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
+use super::router::{Forward, choose_cluster, forward};
+use super::stats::HcmStats;
 use crate::config::hcm::{Codec, HcmConfig, ServerHeader};
 use crate::config::route::{Action, Redirect, RedirectPath};
 use crate::server::Server;
@@ -52,7 +52,10 @@ impl HttpConnectionManager {
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let cfg = &self.config;
-        builder.http1().timer(TokioTimer::new()).max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192));
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192));
         if let Some(t) = cfg.request_headers_timeout {
             builder.http1().header_read_timeout(t);
         }
@@ -60,7 +63,9 @@ impl HttpConnectionManager {
         if let Some(n) = cfg.http2_max_concurrent_streams {
             builder.http2().max_concurrent_streams(n);
         }
-        builder.http2().max_header_list_size(cfg.max_request_headers_kb * 1024);
+        builder
+            .http2()
+            .max_header_list_size(cfg.max_request_headers_kb * 1024);
         let builder = match cfg.codec {
             Codec::Auto => builder,
             Codec::Http1 => builder.http1_only(),
@@ -86,7 +91,12 @@ impl HttpConnectionManager {
         self.stats.downstream_cx_active.dec();
     }
 
-    async fn handle(&self, server: &Server, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        server: &Server,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
         let start = Instant::now();
         let stats = &self.stats;
         let cfg = &self.config;
@@ -113,10 +123,10 @@ impl HttpConnectionManager {
                 }
             }
             ServerHeader::AppendIfAbsent => {
-                if !headers.contains_key(http::header::SERVER) {
-                    if let Ok(v) = HeaderValue::from_str(&cfg.server_name) {
-                        headers.insert(http::header::SERVER, v);
-                    }
+                if !headers.contains_key(http::header::SERVER)
+                    && let Ok(v) = HeaderValue::from_str(&cfg.server_name)
+                {
+                    headers.insert(http::header::SERVER, v);
                 }
             }
             ServerHeader::PassThrough => {}
@@ -127,11 +137,19 @@ impl HttpConnectionManager {
         stats.response(status);
         stats.downstream_rq_completed.inc();
         stats.downstream_rq_active.dec();
-        stats.downstream_rq_time.record(start.elapsed().as_secs_f64() * 1000.0);
+        stats
+            .downstream_rq_time
+            .record(start.elapsed().as_secs_f64() * 1000.0);
         resp
     }
 
-    async fn route(&self, server: &Server, mut req: Request<Incoming>, remote: SocketAddr, grpc: bool) -> Response<Body> {
+    async fn route(
+        &self,
+        server: &Server,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+        grpc: bool,
+    ) -> Response<Body> {
         let cfg = &self.config;
         let stats = &self.stats;
         let decision = super::headers::mutate_request(cfg, req.headers_mut(), remote.ip(), false);
@@ -148,11 +166,21 @@ impl HttpConnectionManager {
             .map(str::to_string)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         let method = req.method().as_str().to_string();
         let upgrade_type = upgrade_type(&req);
         let version = req.version();
-        let facts = RequestFacts { path: &path, headers: req.headers(), method: &method, authority: &authority, scheme: "http" };
+        let facts = RequestFacts {
+            path: &path,
+            headers: req.headers(),
+            method: &method,
+            authority: &authority,
+            scheme: "http",
+        };
         let Some(vh) = find_virtual_host(rc, &authority) else {
             stats.no_route.inc();
             return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
@@ -168,9 +196,13 @@ impl HttpConnectionManager {
                     Some(b) => super::full_body(b.clone()),
                     None => super::empty_body(),
                 });
-                *r.status_mut() = http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                *r.status_mut() =
+                    http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
                 if body.as_ref().is_some_and(|b| !b.is_empty()) {
-                    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain"),
+                    );
                 }
                 r
             }
@@ -182,7 +214,12 @@ impl HttpConnectionManager {
                 let upgrade = match &upgrade_type {
                     None => false,
                     Some(t) => {
-                        let allowed = action.upgrades.iter().find(|(u, _)| u == t).map(|(_, e)| *e).unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
+                        let allowed = action
+                            .upgrades
+                            .iter()
+                            .find(|(u, _)| u == t)
+                            .map(|(_, e)| *e)
+                            .unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
                         if !allowed {
                             return local_reply(403, "", grpc, None);
                         }
@@ -190,10 +227,17 @@ impl HttpConnectionManager {
                         true
                     }
                 };
-                let (cluster_name, weighted) = choose_cluster(action, req.headers(), fastrand::u64(..));
-                let Some(cluster) = cluster_name.as_deref().and_then(|n| server.clusters.get(n)) else {
+                let (cluster_name, weighted) =
+                    choose_cluster(action, req.headers(), fastrand::u64(..));
+                let Some(cluster) = cluster_name.as_deref().and_then(|n| server.clusters.get(n))
+                else {
                     stats.no_cluster.inc();
-                    return local_reply(action.cluster_not_found_status, "", grpc, Some(ResponseFlag::NoClusterFound));
+                    return local_reply(
+                        action.cluster_not_found_status,
+                        "",
+                        grpc,
+                        Some(ResponseFlag::NoClusterFound),
+                    );
                 };
                 let headers = req.headers_mut();
                 apply_request_mutations(rc, vh, route, weighted, headers);
@@ -212,7 +256,8 @@ impl HttpConnectionManager {
                     w.response_headers.apply(resp.headers_mut());
                 }
                 if vh.include_attempt_count_in_response {
-                    resp.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+                    resp.headers_mut()
+                        .insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
                 }
                 resp
             }
@@ -220,10 +265,10 @@ impl HttpConnectionManager {
         route.response_headers.apply(resp.headers_mut());
         vh.response_headers.apply(resp.headers_mut());
         rc.response_headers.apply(resp.headers_mut());
-        if cfg.always_set_request_id_in_response {
-            if let Some(id) = decision.request_id {
-                resp.headers_mut().insert("x-request-id", id);
-            }
+        if cfg.always_set_request_id_in_response
+            && let Some(id) = decision.request_id
+        {
+            resp.headers_mut().insert("x-request-id", id);
         }
         resp
     }
@@ -231,10 +276,19 @@ impl HttpConnectionManager {
 
 fn upgrade_type(req: &Request<Incoming>) -> Option<String> {
     let conn = req.headers().get(http::header::CONNECTION)?.to_str().ok()?;
-    if !conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")) {
+    if !conn
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
         return None;
     }
-    Some(req.headers().get(http::header::UPGRADE)?.to_str().ok()?.to_ascii_lowercase())
+    Some(
+        req.headers()
+            .get(http::header::UPGRADE)?
+            .to_str()
+            .ok()?
+            .to_ascii_lowercase(),
+    )
 }
 
 fn apply_request_mutations(
@@ -244,7 +298,12 @@ fn apply_request_mutations(
     weighted: Option<&crate::config::route::WeightedCluster>,
     headers: &mut http::HeaderMap,
 ) {
-    let levels = [weighted.map(|w| &w.request_headers), Some(&route.request_headers), Some(&vh.request_headers), Some(&rc.request_headers)];
+    let levels = [
+        weighted.map(|w| &w.request_headers),
+        Some(&route.request_headers),
+        Some(&vh.request_headers),
+        Some(&rc.request_headers),
+    ];
     if rc.most_specific_wins {
         for l in levels.iter().rev().flatten() {
             l.apply(headers);
@@ -256,35 +315,54 @@ fn apply_request_mutations(
     }
 }
 
-fn rewrite(action: &crate::config::route::RouteAction, weighted: Option<&crate::config::route::WeightedCluster>, req: &mut Request<Incoming>, pm: &crate::config::route::PathMatch) {
-    let host = weighted.and_then(|w| w.host_rewrite_literal.clone()).or_else(|| match &action.host_rewrite {
-        crate::config::route::HostRewrite::Literal(h) => Some(h.clone()),
-        _ => None,
-    });
-    if let Some(h) = host {
-        if let Ok(v) = HeaderValue::from_str(&h) {
-            if let Some(orig) = req.headers().get(http::header::HOST).cloned() {
-                req.headers_mut().insert("x-forwarded-host", orig);
-            }
-            req.headers_mut().insert(http::header::HOST, v);
+fn rewrite(
+    action: &crate::config::route::RouteAction,
+    weighted: Option<&crate::config::route::WeightedCluster>,
+    req: &mut Request<Incoming>,
+    pm: &crate::config::route::PathMatch,
+) {
+    let host = weighted
+        .and_then(|w| w.host_rewrite_literal.clone())
+        .or_else(|| match &action.host_rewrite {
+            crate::config::route::HostRewrite::Literal(h) => Some(h.clone()),
+            _ => None,
+        });
+    if let Some(h) = host
+        && let Ok(v) = HeaderValue::from_str(&h)
+    {
+        if let Some(orig) = req.headers().get(http::header::HOST).cloned() {
+            req.headers_mut().insert("x-forwarded-host", orig);
         }
+        req.headers_mut().insert(http::header::HOST, v);
     }
-    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let (path, query) = match pq.find('?') {
         Some(i) => (pq[..i].to_string(), pq[i..].to_string()),
         None => (pq.clone(), String::new()),
     };
     let new_path = if let Some(pre) = &action.prefix_rewrite {
         match pm {
-            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::PathSeparatedPrefix(p) => {
-                let rest = if path.len() >= p.len() { &path[p.len()..] } else { "" };
+            crate::config::route::PathMatch::Prefix(p)
+            | crate::config::route::PathMatch::PathSeparatedPrefix(p) => {
+                let rest = if path.len() >= p.len() {
+                    &path[p.len()..]
+                } else {
+                    ""
+                };
                 Some(format!("{pre}{rest}"))
             }
             crate::config::route::PathMatch::Path(_) => Some(pre.clone()),
             crate::config::route::PathMatch::Regex(_) => Some(pre.clone()),
         }
     } else {
-        action.regex_rewrite.as_ref().map(|(re, sub)| re.replace_all(&path, sub.as_str()).into_owned())
+        action
+            .regex_rewrite
+            .as_ref()
+            .map(|(re, sub)| re.replace_all(&path, sub.as_str()).into_owned())
     };
     if let Some(np) = new_path {
         if let Ok(v) = HeaderValue::from_str(&path) {
@@ -300,9 +378,17 @@ fn rewrite(action: &crate::config::route::RouteAction, weighted: Option<&crate::
     }
 }
 
-fn redirect(rd: &Redirect, authority: &str, path_and_query: &str, pm: &crate::config::route::PathMatch) -> Response<Body> {
+fn redirect(
+    rd: &Redirect,
+    authority: &str,
+    path_and_query: &str,
+    pm: &crate::config::route::PathMatch,
+) -> Response<Body> {
     let (host_only, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || authority.starts_with('[') && authority.contains("]:") => {
+        Some((h, p))
+            if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
+                || authority.starts_with('[') && authority.contains("]:") =>
+        {
             (h.to_string(), Some(p.to_string()))
         }
         _ => (authority.to_string(), None),
@@ -314,7 +400,8 @@ fn redirect(rd: &Redirect, authority: &str, path_and_query: &str, pm: &crate::co
         (None, Some(_)) => None,
         (None, None) => port,
     };
-    let default_port = (scheme == "http" && port.as_deref() == Some("80")) || (scheme == "https" && port.as_deref() == Some("443"));
+    let default_port = (scheme == "http" && port.as_deref() == Some("80"))
+        || (scheme == "https" && port.as_deref() == Some("443"));
     let (path, query) = match path_and_query.find('?') {
         Some(i) => (&path_and_query[..i], &path_and_query[i..]),
         None => (path_and_query, ""),
@@ -323,7 +410,10 @@ fn redirect(rd: &Redirect, authority: &str, path_and_query: &str, pm: &crate::co
         RedirectPath::Keep => path.to_string(),
         RedirectPath::Path(p) => p.clone(),
         RedirectPath::Prefix(pre) => match pm {
-            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::PathSeparatedPrefix(p) => format!("{pre}{}", path.get(p.len()..).unwrap_or("")),
+            crate::config::route::PathMatch::Prefix(p)
+            | crate::config::route::PathMatch::PathSeparatedPrefix(p) => {
+                format!("{pre}{}", path.get(p.len()..).unwrap_or(""))
+            }
             _ => pre.clone(),
         },
         RedirectPath::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
@@ -339,7 +429,8 @@ fn redirect(rd: &Redirect, authority: &str, path_and_query: &str, pm: &crate::co
     };
     let location = format!("{scheme}://{host}{port}{new_path}{query}");
     let mut r = Response::new(super::empty_body());
-    *r.status_mut() = http::StatusCode::from_u16(rd.status).unwrap_or(http::StatusCode::MOVED_PERMANENTLY);
+    *r.status_mut() =
+        http::StatusCode::from_u16(rd.status).unwrap_or(http::StatusCode::MOVED_PERMANENTLY);
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(http::header::LOCATION, v);
     }

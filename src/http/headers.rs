@@ -27,7 +27,13 @@ pub struct Decision {
 fn default_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.to_ipv4_mapped().is_some_and(|v| v.is_private() || v.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v| v.is_private() || v.is_loopback())
+        }
     }
 }
 
@@ -40,7 +46,12 @@ fn is_internal(cfg: &HcmConfig, ip: IpAddr) -> bool {
 
 /// Mutates request headers before routing. `remote` is the peer address, `tls` whether the
 /// downstream connection is encrypted.
-pub fn mutate_request(cfg: &HcmConfig, headers: &mut HeaderMap, remote: IpAddr, tls: bool) -> Decision {
+pub fn mutate_request(
+    cfg: &HcmConfig,
+    headers: &mut HeaderMap,
+    remote: IpAddr,
+    tls: bool,
+) -> Decision {
     let scheme = if tls { "https" } else { "http" };
     let internal;
     if cfg.use_remote_address {
@@ -49,7 +60,10 @@ pub fn mutate_request(cfg: &HcmConfig, headers: &mut HeaderMap, remote: IpAddr, 
         }
         internal = is_internal(cfg, remote);
         if !internal {
-            headers.insert(XEEA.clone(), HeaderValue::from_str(&remote.to_string()).unwrap_or(HeaderValue::from_static("")));
+            headers.insert(
+                XEEA.clone(),
+                HeaderValue::from_str(&remote.to_string()).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         // The proxy is the edge: it sets x-forwarded-proto from the connection.
         headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
@@ -72,19 +86,23 @@ pub fn mutate_request(cfg: &HcmConfig, headers: &mut HeaderMap, remote: IpAddr, 
             sanitize_envoy_headers(headers);
         }
     }
-    if cfg.forward_client_cert == ForwardClientCert::Sanitize || !tls {
-        if cfg.forward_client_cert == ForwardClientCert::Sanitize {
-            headers.remove(&XFCC);
-        }
+    // Plaintext connections carry no client certificate: FORWARD_ONLY, APPEND_FORWARD and
+    // ALWAYS_FORWARD_ONLY pass the header through unchanged; SANITIZE and SANITIZE_SET remove it.
+    if cfg.forward_client_cert == ForwardClientCert::Sanitize {
+        headers.remove(&XFCC);
     }
-    let keep_id = headers.contains_key(&XRID) && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);
+    let keep_id = headers.contains_key(&XRID)
+        && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);
     if cfg.generate_request_id && !keep_id {
         let id = uuid::Uuid::new_v4().to_string();
         if let Ok(v) = HeaderValue::from_str(&id) {
             headers.insert(XRID.clone(), v);
         }
     }
-    Decision { internal, request_id: headers.get(&XRID).cloned() }
+    Decision {
+        internal,
+        request_id: headers.get(&XRID).cloned(),
+    }
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
@@ -111,7 +129,14 @@ fn sanitize_envoy_headers(headers: &mut HeaderMap) {
         .keys()
         .filter(|k| {
             let k = k.as_str();
-            k.starts_with("x-envoy-") && k != "x-envoy-external-address" && !matches!(k, "x-envoy-decorator-operation" | "x-envoy-downstream-service-cluster" | "x-envoy-downstream-service-node")
+            k.starts_with("x-envoy-")
+                && k != "x-envoy-external-address"
+                && !matches!(
+                    k,
+                    "x-envoy-decorator-operation"
+                        | "x-envoy-downstream-service-cluster"
+                        | "x-envoy-downstream-service-node"
+                )
         })
         .cloned()
         .collect();
@@ -122,7 +147,11 @@ fn sanitize_envoy_headers(headers: &mut HeaderMap) {
 
 /// Hop-by-hop headers never forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(http::header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+    if let Some(conn) = headers
+        .get(http::header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    {
         for name in conn.split(',').map(str::trim) {
             let lname = name.to_ascii_lowercase();
             if keep_upgrade && lname == "upgrade" {

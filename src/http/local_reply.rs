@@ -47,12 +47,20 @@ impl ResponseFlag {
 }
 
 /// Builds a local reply; for gRPC requests, a trailers-only response with grpc-status.
-pub fn local_reply(status: u16, body: &str, grpc: bool, flag: Option<ResponseFlag>) -> Response<Body> {
+pub fn local_reply(
+    status: u16,
+    body: &str,
+    grpc: bool,
+    flag: Option<ResponseFlag>,
+) -> Response<Body> {
     let mut resp = if grpc {
         let mut r = Response::new(super::empty_body());
         *r.status_mut() = StatusCode::OK;
         let h = r.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         h.insert("grpc-status", HeaderValue::from(grpc_status(status)));
         if let Ok(v) = HeaderValue::from_str(&percent_encode(body)) {
             h.insert("grpc-message", v);
@@ -62,7 +70,10 @@ pub fn local_reply(status: u16, body: &str, grpc: bool, flag: Option<ResponseFla
         let mut r = Response::new(super::full_body(Bytes::copy_from_slice(body.as_bytes())));
         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if !body.is_empty() {
-            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
         }
         r
     };
@@ -102,7 +113,12 @@ mod tests {
 
     #[test]
     fn grpc_local_reply_is_trailers_only() {
-        let r = local_reply(503, "no healthy upstream", true, Some(ResponseFlag::NoHealthyUpstream));
+        let r = local_reply(
+            503,
+            "no healthy upstream",
+            true,
+            Some(ResponseFlag::NoHealthyUpstream),
+        );
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "14");
         assert_eq!(r.headers()["grpc-message"], "no healthy upstream");

@@ -9,7 +9,7 @@ pub mod router;
 pub mod stats;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
 /// The error type of bodies passed around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,7 +19,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// An empty body.
 pub fn empty_body() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body of `b`.

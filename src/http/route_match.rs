@@ -1,7 +1,9 @@
 //! Route selection: virtual host by :authority, then the first route whose match holds.
 //! Pure functions over the request's parts.
 
-use crate::config::route::{HeaderMatchKind, HeaderMatcher, PathMatch, Route, RouteConfig, RouteMatch, VirtualHost};
+use crate::config::route::{
+    HeaderMatchKind, HeaderMatcher, PathMatch, Route, RouteConfig, RouteMatch, VirtualHost,
+};
 
 /// Finds the virtual host for `authority` in Envoy's order: exact, longest `*suffix`,
 /// longest `prefix*`, then `*`.
@@ -15,8 +17,18 @@ pub fn find_virtual_host<'a>(rc: &'a RouteConfig, authority: &str) -> Option<&'a
         .exact
         .get(host)
         .copied()
-        .or_else(|| rc.suffixes.iter().find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str())).map(|(_, i)| *i))
-        .or_else(|| rc.prefixes.iter().find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str())).map(|(_, i)| *i))
+        .or_else(|| {
+            rc.suffixes
+                .iter()
+                .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+                .map(|(_, i)| *i)
+        })
+        .or_else(|| {
+            rc.prefixes
+                .iter()
+                .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+                .map(|(_, i)| *i)
+        })
         .or(rc.catch_all)?;
     rc.virtual_hosts.get(idx)
 }
@@ -29,7 +41,12 @@ fn strip_port(host: &str) -> &str {
         };
     }
     match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && host[..i].find(':').is_none() => &host[..i],
+        Some(i)
+            if host[i + 1..].bytes().all(|b| b.is_ascii_digit())
+                && host[..i].find(':').is_none() =>
+        {
+            &host[..i]
+        }
         _ => host,
     }
 }
@@ -104,7 +121,11 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+") || ct.starts_with("application/grpc;"))
+        .is_some_and(|ct| {
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        })
 }
 
 fn header_matches(h: &HeaderMatcher, req: &RequestFacts<'_>) -> bool {
@@ -115,7 +136,11 @@ fn header_matches(h: &HeaderMatcher, req: &RequestFacts<'_>) -> bool {
         ":authority" | "host" => Some(req.authority),
         ":scheme" => Some(req.scheme),
         name => {
-            let mut all = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+            let mut all = req
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
             match (all.next(), all.next()) {
                 (None, _) => None,
                 (Some(one), None) => Some(one),
@@ -139,7 +164,9 @@ fn header_matches(h: &HeaderMatcher, req: &RequestFacts<'_>) -> bool {
         (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
         (_, None) => return false,
         (HeaderMatchKind::String(sm), Some(v)) => sm.matches(v),
-        (HeaderMatchKind::Range(start, end), Some(v)) => v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end),
+        (HeaderMatchKind::Range(start, end), Some(v)) => {
+            v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end)
+        }
     };
     result != h.invert
 }
@@ -151,12 +178,19 @@ mod tests {
     use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
     fn rc(yaml: &str) -> RouteConfig {
-        let (p, _, _) = decode::<RouteConfiguration>(parse_yaml(yaml, "-").unwrap(), "", false).unwrap();
+        let (p, _, _) =
+            decode::<RouteConfiguration>(parse_yaml(yaml, "-").unwrap(), "", false).unwrap();
         RouteConfig::from_proto(&p, "").unwrap()
     }
 
     fn facts<'a>(path: &'a str, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
-        RequestFacts { path, headers, method: "GET", authority: "x", scheme: "http" }
+        RequestFacts {
+            path,
+            headers,
+            method: "GET",
+            authority: "x",
+            scheme: "http",
+        }
     }
 
     #[test]
@@ -181,7 +215,9 @@ virtual_hosts:
 
     #[test]
     fn ignore_port_in_host_matching() {
-        let r = rc("ignore_port_in_host_matching: true\nvirtual_hosts: [{name: v, domains: [a.com], routes: []}]");
+        let r = rc(
+            "ignore_port_in_host_matching: true\nvirtual_hosts: [{name: v, domains: [a.com], routes: []}]",
+        );
         assert!(find_virtual_host(&r, "a.com:1234").is_some());
         assert!(find_virtual_host(&r, "b.com:1234").is_none());
     }
@@ -203,7 +239,11 @@ virtual_hosts:
 "#);
         let vh = &r.virtual_hosts[0];
         let mut h = http::HeaderMap::new();
-        let name = |p: &str, h: &http::HeaderMap| find_route(vh, &facts(p, h)).map(|r| r.name.clone()).unwrap();
+        let name = |p: &str, h: &http::HeaderMap| {
+            find_route(vh, &facts(p, h))
+                .map(|r| r.name.clone())
+                .unwrap()
+        };
         assert_eq!(name("/exact", &h), "exact");
         assert_eq!(name("/exact?x=1", &h), "exact");
         assert_eq!(name("/exactly", &h), "all");

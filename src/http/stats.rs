@@ -78,7 +78,13 @@ impl HcmStats {
             no_cluster: c("no_cluster"),
             rq_direct_response: c("rq_direct_response"),
             rq_redirect: c("rq_redirect"),
-            by_class: [c("downstream_rq_1xx"), c("downstream_rq_2xx"), c("downstream_rq_3xx"), c("downstream_rq_4xx"), c("downstream_rq_5xx")],
+            by_class: [
+                c("downstream_rq_1xx"),
+                c("downstream_rq_2xx"),
+                c("downstream_rq_3xx"),
+                c("downstream_rq_4xx"),
+                c("downstream_rq_5xx"),
+            ],
         }
     }
 

@@ -35,9 +35,13 @@ pub fn select(chains: &[&FilterChainMatch], f: &ConnectionFacts<'_>) -> Option<u
         None => Some(0),
     });
     // Destination IP: the longest matching prefix wins.
-    cands = narrow(&cands, |i| cidr_score(&chains[i].prefix_ranges, f.local.ip()));
+    cands = narrow(&cands, |i| {
+        cidr_score(&chains[i].prefix_ranges, f.local.ip())
+    });
     // Server names: exact beats longer wildcard beats shorter wildcard beats none.
-    cands = narrow(&cands, |i| server_name_score(&chains[i].server_names, f.server_name));
+    cands = narrow(&cands, |i| {
+        server_name_score(&chains[i].server_names, f.server_name)
+    });
     // Transport protocol.
     cands = narrow(&cands, |i| {
         let t = &chains[i].transport_protocol;
@@ -60,14 +64,18 @@ pub fn select(chains: &[&FilterChainMatch], f: &ConnectionFacts<'_>) -> Option<u
             None
         }
     });
-    cands = narrow(&cands, |i| cidr_score(&chains[i].direct_source_prefix_ranges, f.direct_remote.ip()));
+    cands = narrow(&cands, |i| {
+        cidr_score(&chains[i].direct_source_prefix_ranges, f.direct_remote.ip())
+    });
     cands = narrow(&cands, |i| match chains[i].source_type {
         SourceType::Any => Some(0),
         SourceType::SameIpOrLoopback if is_local(f) => Some(1),
         SourceType::External if !is_local(f) => Some(1),
         _ => None,
     });
-    cands = narrow(&cands, |i| cidr_score(&chains[i].source_prefix_ranges, f.remote.ip()));
+    cands = narrow(&cands, |i| {
+        cidr_score(&chains[i].source_prefix_ranges, f.remote.ip())
+    });
     cands = narrow(&cands, |i| {
         let p = &chains[i].source_ports;
         if p.is_empty() {
@@ -87,18 +95,29 @@ fn is_local(f: &ConnectionFacts<'_>) -> bool {
 
 /// Keeps the candidates with the highest score; `None` means "does not match".
 fn narrow(cands: &[usize], score: impl Fn(usize) -> Option<u32>) -> Vec<usize> {
-    let scored: Vec<(usize, u32)> = cands.iter().filter_map(|&i| score(i).map(|s| (i, s))).collect();
+    let scored: Vec<(usize, u32)> = cands
+        .iter()
+        .filter_map(|&i| score(i).map(|s| (i, s)))
+        .collect();
     let Some(best) = scored.iter().map(|(_, s)| *s).max() else {
         return Vec::new();
     };
-    scored.into_iter().filter(|(_, s)| *s == best).map(|(i, _)| i).collect()
+    scored
+        .into_iter()
+        .filter(|(_, s)| *s == best)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn cidr_score(ranges: &[Cidr], ip: IpAddr) -> Option<u32> {
     if ranges.is_empty() {
         return Some(0);
     }
-    ranges.iter().filter(|r| r.contains(ip)).map(|r| r.len as u32 + 1).max()
+    ranges
+        .iter()
+        .filter(|r| r.contains(ip))
+        .map(|r| r.len as u32 + 1)
+        .max()
 }
 
 fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
@@ -152,17 +171,35 @@ mod tests {
     #[test]
     fn destination_port_beats_catch_all() {
         let a = m();
-        let b = FilterChainMatch { destination_port: Some(80), ..m() };
+        let b = FilterChainMatch {
+            destination_port: Some(80),
+            ..m()
+        };
         let chains = [&a, &b];
-        assert_eq!(select(&chains, &facts("10.0.0.1:80", "10.0.0.2:5000")), Some(1));
-        assert_eq!(select(&chains, &facts("10.0.0.1:81", "10.0.0.2:5000")), Some(0));
+        assert_eq!(
+            select(&chains, &facts("10.0.0.1:80", "10.0.0.2:5000")),
+            Some(1)
+        );
+        assert_eq!(
+            select(&chains, &facts("10.0.0.1:81", "10.0.0.2:5000")),
+            Some(0)
+        );
     }
 
     #[test]
     fn longest_prefix_wins_and_no_backtracking() {
-        let wide = FilterChainMatch { prefix_ranges: vec![Cidr { addr: "10.0.0.0".parse().unwrap(), len: 8 }], ..m() };
+        let wide = FilterChainMatch {
+            prefix_ranges: vec![Cidr {
+                addr: "10.0.0.0".parse().unwrap(),
+                len: 8,
+            }],
+            ..m()
+        };
         let narrow_ = FilterChainMatch {
-            prefix_ranges: vec![Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 }],
+            prefix_ranges: vec![Cidr {
+                addr: "10.1.0.0".parse().unwrap(),
+                len: 16,
+            }],
             source_ports: vec![1],
             ..m()
         };
@@ -176,18 +213,36 @@ mod tests {
 
     #[test]
     fn transport_and_source_type() {
-        let tls = FilterChainMatch { transport_protocol: "tls".into(), ..m() };
-        let local = FilterChainMatch { source_type: SourceType::SameIpOrLoopback, ..m() };
+        let tls = FilterChainMatch {
+            transport_protocol: "tls".into(),
+            ..m()
+        };
+        let local = FilterChainMatch {
+            source_type: SourceType::SameIpOrLoopback,
+            ..m()
+        };
         let chains = [&tls, &local];
-        assert_eq!(select(&chains, &facts("127.0.0.1:80", "127.0.0.1:9")), Some(1));
+        assert_eq!(
+            select(&chains, &facts("127.0.0.1:80", "127.0.0.1:9")),
+            Some(1)
+        );
         assert_eq!(select(&chains, &facts("10.0.0.1:80", "10.0.0.9:9")), None);
     }
 
     #[test]
     fn server_names_exact_then_longest_wildcard() {
-        let a = FilterChainMatch { server_names: vec!["*.example.com".into()], ..m() };
-        let b = FilterChainMatch { server_names: vec!["api.example.com".into()], ..m() };
-        let c = FilterChainMatch { server_names: vec!["*.b.example.com".into()], ..m() };
+        let a = FilterChainMatch {
+            server_names: vec!["*.example.com".into()],
+            ..m()
+        };
+        let b = FilterChainMatch {
+            server_names: vec!["api.example.com".into()],
+            ..m()
+        };
+        let c = FilterChainMatch {
+            server_names: vec!["*.b.example.com".into()],
+            ..m()
+        };
         let chains = [&a, &b, &c];
         let mut f = facts("10.0.0.1:443", "1.1.1.1:1");
         f.server_name = Some("api.example.com");

@@ -4,8 +4,8 @@
 pub mod filter_chain_match;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -15,7 +15,7 @@ use crate::http::conn_manager::HttpConnectionManager;
 use crate::network::tcp_proxy::TcpProxy;
 use crate::server::Server;
 use crate::stats::{Counter, Gauge};
-use filter_chain_match::{select, ConnectionFacts};
+use filter_chain_match::{ConnectionFacts, select};
 
 /// A chain ready to serve: its terminal filter with per-config state built once.
 #[derive(Debug)]
@@ -50,8 +50,12 @@ impl ActiveListener {
     /// Builds the per-config state of every chain.
     pub fn new(config: Arc<Listener>, server: &Arc<Server>) -> Arc<Self> {
         let mk = |c: &Arc<FilterChain>| match c.filters.last() {
-            Some(NetworkFilter::HttpConnectionManager(h)) => ActiveChain::Http(Arc::new(HttpConnectionManager::new(h.clone(), server))),
-            Some(NetworkFilter::TcpProxy(t)) => ActiveChain::Tcp(Arc::new(TcpProxy::new(t.clone(), server))),
+            Some(NetworkFilter::HttpConnectionManager(h)) => {
+                ActiveChain::Http(Arc::new(HttpConnectionManager::new(h.clone(), server)))
+            }
+            Some(NetworkFilter::TcpProxy(t)) => {
+                ActiveChain::Tcp(Arc::new(TcpProxy::new(t.clone(), server)))
+            }
             None => unreachable_chain(),
         };
         let p = format!("listener.{}.", config.stat_prefix);
@@ -70,11 +74,16 @@ impl ActiveListener {
         })
     }
 
-    /// Binds one socket for a worker.
-    pub fn bind(&self) -> std::io::Result<TcpListener> {
-        let addr = self.config.address;
-        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    /// Binds one socket for a worker at `addr` (the configured address, or the port the first
+    /// worker's socket got when the configured port is 0).
+    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let domain = if addr.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let sock =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         sock.set_reuse_address(true)?;
         if self.config.reuse_port {
             sock.set_reuse_port(true)?;
@@ -104,13 +113,12 @@ impl ActiveListener {
                     continue;
                 }
             };
-            if !self.config.ignore_global_conn_limit {
-                if let Some(max) = server.config.max_downstream_connections {
-                    if ACTIVE_DOWNSTREAM.load(Ordering::Relaxed) >= max {
-                        self.stats.downstream_cx_overflow.inc();
-                        continue;
-                    }
-                }
+            if !self.config.ignore_global_conn_limit
+                && let Some(max) = server.config.max_downstream_connections
+                && ACTIVE_DOWNSTREAM.load(Ordering::Relaxed) >= max
+            {
+                self.stats.downstream_cx_overflow.inc();
+                continue;
             }
             let this = self.clone();
             let server = server.clone();
@@ -129,7 +137,12 @@ impl ActiveListener {
             transport_protocol: "raw_buffer",
             application_protocols: &[],
         };
-        let matches: Vec<_> = self.config.filter_chains.iter().map(|c| &c.matcher).collect();
+        let matches: Vec<_> = self
+            .config
+            .filter_chains
+            .iter()
+            .map(|c| &c.matcher)
+            .collect();
         let chain = match select(&matches, &facts) {
             Some(i) => &self.chains[i],
             None => match &self.default_chain {

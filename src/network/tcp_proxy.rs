@@ -56,15 +56,29 @@ impl TcpProxy {
                 stats.upstream_cx_none_healthy.inc();
                 break;
             };
-            if cluster.limits.open.load(std::sync::atomic::Ordering::Relaxed) >= cluster.config.thresholds.max_connections {
+            if cluster
+                .limits
+                .open
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= cluster.config.thresholds.max_connections
+            {
                 stats.upstream_cx_overflow.inc();
                 break;
             }
-            match connect(&host.target, cluster.config.connect_timeout, cluster.config.tcp_keepalive).await {
+            match connect(
+                &host.target,
+                cluster.config.connect_timeout,
+                cluster.config.tcp_keepalive,
+            )
+            .await
+            {
                 Ok(s) => {
                     stats.upstream_cx_total.inc();
                     stats.upstream_cx_active.inc();
-                    cluster.limits.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    cluster
+                        .limits
+                        .open
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     upstream = Some(s);
                     break;
                 }
@@ -81,19 +95,35 @@ impl TcpProxy {
             let _ = down.shutdown().await;
             return;
         };
-        let (rx, tx) = copy_with_idle(&mut down, &mut up, self.config.idle_timeout, self.config.max_downstream_connection_duration, &self.idle_timeout).await;
+        let (rx, tx) = copy_with_idle(
+            &mut down,
+            &mut up,
+            self.config.idle_timeout,
+            self.config.max_downstream_connection_duration,
+            &self.idle_timeout,
+        )
+        .await;
         self.downstream_cx_rx_bytes_total.add(rx);
         self.downstream_cx_tx_bytes_total.add(tx);
         stats.upstream_cx_tx_bytes_total.add(rx);
         stats.upstream_cx_rx_bytes_total.add(tx);
         stats.upstream_cx_active.dec();
         stats.upstream_cx_destroy.inc();
-        cluster.limits.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        cluster
+            .limits
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Copies both ways; returns (bytes from downstream, bytes to downstream).
-async fn copy_with_idle<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>, max: Option<Duration>, idle_stat: &Counter) -> (u64, u64)
+async fn copy_with_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+    max: Option<Duration>,
+    idle_stat: &Counter,
+) -> (u64, u64)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

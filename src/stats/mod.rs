@@ -10,6 +10,6 @@ mod tags;
 
 pub use histogram::Histogram;
 pub use matcher::{Pattern, StatsMatcher};
-pub use render::{render_prometheus, render_text, TextQuery};
+pub use render::{TextQuery, render_prometheus, render_text};
 pub use store::{Counter, Gauge, Metric, MetricKind, Store};
 pub use tags::{TagExtractor, TagProducer};

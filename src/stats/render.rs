@@ -16,10 +16,10 @@ pub struct TextQuery {
 
 impl TextQuery {
     fn keep(&self, name: &str, metric: &Metric) -> bool {
-        if let Some(f) = &self.filter {
-            if !f.is_match(name) {
-                return false;
-            }
+        if let Some(f) = &self.filter
+            && !f.is_match(name)
+        {
+            return false;
         }
         !self.used_only || used(metric)
     }
@@ -110,18 +110,21 @@ pub fn render_prometheus(store: &Store, used_only: bool, filter: Option<&regex::
         match &e.metric {
             Metric::Counter(c) => {
                 fam.kind = "counter";
-                fam.series.push(series(&family, &labels, None, c.value() as f64));
+                fam.series
+                    .push(series(&family, &labels, None, c.value() as f64));
             }
             Metric::Gauge(g) => {
                 fam.kind = "gauge";
-                fam.series.push(series(&family, &labels, None, g.value().max(0) as f64));
+                fam.series
+                    .push(series(&family, &labels, None, g.value().max(0) as f64));
             }
             Metric::Histogram(h) => {
                 fam.kind = "histogram";
                 let bucket = format!("{family}_bucket");
                 for (le, n) in h.cumulative() {
                     let le = format!("le=\"{}\"", fmt_num(le));
-                    fam.series.push(series(&bucket, &labels, Some(&le), n as f64));
+                    fam.series
+                        .push(series(&bucket, &labels, Some(&le), n as f64));
                 }
                 let inf = "le=\"+Inf\"".to_string();
                 fam.series
@@ -172,7 +175,9 @@ fn sanitize(name: &str) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -186,7 +191,9 @@ mod tests {
         s.gauge("server.state").set(0);
         let out = render_prometheus(&s, false, None);
         assert!(out.contains("# TYPE envoy_cluster_upstream_rq_total counter\n"));
-        assert!(out.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"backend\"} 3\n"));
+        assert!(
+            out.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"backend\"} 3\n")
+        );
         assert!(out.contains("envoy_server_state 0\n"));
     }
 

@@ -210,7 +210,10 @@ mod tests {
 
     #[test]
     fn rejected_stat_still_counts_but_is_not_listed() {
-        let m = StatsMatcher::new(vec![], vec![super::super::matcher::Pattern::Prefix("x".into())]);
+        let m = StatsMatcher::new(
+            vec![],
+            vec![super::super::matcher::Pattern::Prefix("x".into())],
+        );
         let s = Store::new(TagProducer::default_envoy(), m);
         let c = s.counter("x.y");
         c.inc();

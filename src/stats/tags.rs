@@ -57,10 +57,10 @@ impl TagExtractor {
             ExtractorKind::Fixed(v) => return Some(v.clone()),
             ExtractorKind::Regex(re) => re,
         };
-        if let Some(s) = self.substr {
-            if !full.contains(s) {
-                return None;
-            }
+        if let Some(s) = self.substr
+            && !full.contains(s)
+        {
+            return None;
         }
         let caps = re.captures(full).ok()??;
         let value = caps.get(2).or_else(|| caps.get(1))?.as_str().to_string();
@@ -86,10 +86,11 @@ impl TagProducer {
     /// Custom extractors first, then (when `use_defaults`) Envoy's defaults whose names the
     /// custom ones do not already define, as Envoy's TagProducer does.
     pub fn new(custom: Vec<TagExtractor>, use_defaults: bool) -> Self {
+        let custom_names: Vec<String> = custom.iter().map(|e| e.name.clone()).collect();
         let mut extractors = custom;
         if use_defaults {
             for (name, regex, substr) in DEFAULTS {
-                if extractors.iter().any(|e| e.name == *name) {
+                if custom_names.iter().any(|n| n == name) {
                     continue;
                 }
                 let mut e = TagExtractor::regex(name, regex).expect("default tag regexes compile");
@@ -122,14 +123,34 @@ impl TagProducer {
 const DEFAULTS: &[(&str, &str, &str)] = &[
     ("envoy.response_code", r"_rq(_(\d{3}))$", "_rq_"),
     ("envoy.response_code_class", r"_rq_(\d)xx$", "_rq_"),
-    ("envoy.http_user_agent", r"^http(?=\.).*?\.user_agent\.((.*?)\.)\w+?$", ".user_agent."),
-    ("envoy.fault_downstream_cluster", r"^http(?=\.).*?\.fault\.((.*?)\.)\w+?$", ".fault."),
-    ("envoy.ssl_cipher", r"^listener(?=\.).*?\.ssl\.cipher(\.(.*?))$", ""),
-    ("envoy.ssl_cipher_suite", r"^cluster(?=\.).*?\.ssl\.ciphers(\.(.*?))$", ".ssl.ciphers."),
+    (
+        "envoy.http_user_agent",
+        r"^http(?=\.).*?\.user_agent\.((.*?)\.)\w+?$",
+        ".user_agent.",
+    ),
+    (
+        "envoy.fault_downstream_cluster",
+        r"^http(?=\.).*?\.fault\.((.*?)\.)\w+?$",
+        ".fault.",
+    ),
+    (
+        "envoy.ssl_cipher",
+        r"^listener(?=\.).*?\.ssl\.cipher(\.(.*?))$",
+        "",
+    ),
+    (
+        "envoy.ssl_cipher_suite",
+        r"^cluster(?=\.).*?\.ssl\.ciphers(\.(.*?))$",
+        ".ssl.ciphers.",
+    ),
     ("envoy.tcp_prefix", r"^tcp\.((.*?)\.)\w+?$", ""),
     ("envoy.udp_prefix", r"^udp\.((.*?)\.)\w+?$", ""),
     ("envoy.cluster_name", r"^cluster\.(([^\.]+)\.).*", ""),
-    ("envoy.http_conn_manager_prefix", r"^listener(?=\.).*?\.http\.((.*?)\.)", ".http."),
+    (
+        "envoy.http_conn_manager_prefix",
+        r"^listener(?=\.).*?\.http\.((.*?)\.)",
+        ".http.",
+    ),
     ("envoy.http_conn_manager_prefix", r"^http\.((.*?)\.)", ""),
     (
         "envoy.listener_address",
@@ -137,8 +158,16 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
         "",
     ),
     ("envoy.virtual_host", r"^vhost\.((.*?)\.)", ""),
-    ("envoy.rds_route_config", r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$", ".rds."),
-    ("envoy.worker_id", r"^listener_manager\.((worker_\d+)\.)", "listener_manager.worker_"),
+    (
+        "envoy.rds_route_config",
+        r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$",
+        ".rds.",
+    ),
+    (
+        "envoy.worker_id",
+        r"^listener_manager\.((worker_\d+)\.)",
+        "listener_manager.worker_",
+    ),
 ];
 
 #[cfg(test)]
@@ -150,8 +179,14 @@ mod tests {
         let p = TagProducer::default_envoy();
         let e = p.extract("cluster.backend.upstream_rq_200");
         assert_eq!(e.name, "cluster.upstream_rq");
-        assert!(e.tags.contains(&("envoy.cluster_name".into(), "backend".into())));
-        assert!(e.tags.contains(&("envoy.response_code".into(), "200".into())));
+        assert!(
+            e.tags
+                .contains(&("envoy.cluster_name".into(), "backend".into()))
+        );
+        assert!(
+            e.tags
+                .contains(&("envoy.response_code".into(), "200".into()))
+        );
     }
 
     #[test]
@@ -159,7 +194,10 @@ mod tests {
         let p = TagProducer::default_envoy();
         let e = p.extract("listener.0.0.0.0_15090.downstream_cx_total");
         assert_eq!(e.name, "listener.downstream_cx_total");
-        assert_eq!(e.tags, vec![("envoy.listener_address".into(), "0.0.0.0_15090".into())]);
+        assert_eq!(
+            e.tags,
+            vec![("envoy.listener_address".into(), "0.0.0.0_15090".into())]
+        );
         let e = p.extract("http.ingress_http.downstream_rq_total");
         assert_eq!(e.name, "http.downstream_rq_total");
     }
@@ -170,6 +208,9 @@ mod tests {
         let p = TagProducer::new(custom, false);
         let e = p.extract("cluster.prometheus_stats;.upstream_rq_total");
         assert_eq!(e.name, "cluster.upstream_rq_total");
-        assert_eq!(e.tags, vec![("cluster_name".into(), "prometheus_stats".into())]);
+        assert_eq!(
+            e.tags,
+            vec![("cluster_name".into(), "prometheus_stats".into())]
+        );
     }
 }

@@ -20,7 +20,12 @@ pub struct LbState {
 
 impl LbState {
     /// Picks an index into `hosts` (non-empty) by `policy`; `rand` yields uniform u64s.
-    pub fn pick<H: LbHost>(&self, policy: LbPolicy, hosts: &[H], mut rand: impl FnMut() -> u64) -> usize {
+    pub fn pick<H: LbHost>(
+        &self,
+        policy: LbPolicy,
+        hosts: &[H],
+        mut rand: impl FnMut() -> u64,
+    ) -> usize {
         debug_assert!(!hosts.is_empty());
         let n = hosts.len();
         if n == 1 {
@@ -36,14 +41,21 @@ impl LbState {
                 by_weight(hosts, ticket)
             }
             LbPolicy::Random => {
-                if weighted { by_weight(hosts, rand() % total.max(1)) } else { (rand() % n as u64) as usize }
+                if weighted {
+                    by_weight(hosts, rand() % total.max(1))
+                } else {
+                    (rand() % n as u64) as usize
+                }
             }
             LbPolicy::LeastRequest(choices) => {
                 let mut best = (rand() % n as u64) as usize;
                 for _ in 1..choices {
                     let c = (rand() % n as u64) as usize;
                     // With weights, Envoy divides weight by (active+1); compare cross-multiplied.
-                    let score = |i: usize| (hosts[i].active_requests() + 1) as u128 * 1_000_000 / hosts[i].weight().max(1) as u128;
+                    let score = |i: usize| {
+                        (hosts[i].active_requests() + 1) as u128 * 1_000_000
+                            / hosts[i].weight().max(1) as u128
+                    };
                     if score(c) < score(best) {
                         best = c;
                     }
@@ -83,7 +95,9 @@ mod tests {
     fn round_robin_cycles() {
         let s = LbState::default();
         let hosts = [H(1, 0), H(1, 0), H(1, 0)];
-        let picks: Vec<usize> = (0..6).map(|_| s.pick(LbPolicy::RoundRobin, &hosts, || 0)).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| s.pick(LbPolicy::RoundRobin, &hosts, || 0))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -91,7 +105,9 @@ mod tests {
     fn weighted_round_robin_follows_weights() {
         let s = LbState::default();
         let hosts = [H(3, 0), H(1, 0)];
-        let picks: Vec<usize> = (0..8).map(|_| s.pick(LbPolicy::RoundRobin, &hosts, || 0)).collect();
+        let picks: Vec<usize> = (0..8)
+            .map(|_| s.pick(LbPolicy::RoundRobin, &hosts, || 0))
+            .collect();
         assert_eq!(picks.iter().filter(|p| **p == 0).count(), 6);
     }
 
@@ -100,6 +116,9 @@ mod tests {
         let s = LbState::default();
         let hosts = [H(1, 10), H(1, 0)];
         let mut r = [0u64, 1].into_iter().cycle();
-        assert_eq!(s.pick(LbPolicy::LeastRequest(2), &hosts, || r.next().unwrap()), 1);
+        assert_eq!(
+            s.pick(LbPolicy::LeastRequest(2), &hosts, || r.next().unwrap()),
+            1
+        );
     }
 }

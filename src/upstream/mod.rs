@@ -7,8 +7,8 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -109,11 +109,18 @@ impl ClusterRuntime {
             if !healthy {
                 continue;
             }
-            let same = old.iter().find(|h| same_target(&h.target, &target) && h.weight == weight);
+            let same = old
+                .iter()
+                .find(|h| same_target(&h.target, &target) && h.weight == weight);
             next.push(match same {
                 Some(h) => h.clone(),
                 None => Arc::new(Host {
-                    pool: Pool::new(self.config.clone(), self.stats.clone(), self.limits.clone(), target.clone()),
+                    pool: Pool::new(
+                        self.config.clone(),
+                        self.stats.clone(),
+                        self.limits.clone(),
+                        target.clone(),
+                    ),
                     target,
                     hostname,
                     weight,
@@ -132,7 +139,9 @@ impl ClusterRuntime {
         if hosts.is_empty() {
             return None;
         }
-        let i = self.lb.pick(self.config.lb_policy, &hosts, || fastrand::u64(..));
+        let i = self
+            .lb
+            .pick(self.config.lb_policy, &hosts, || fastrand::u64(..));
         Some(hosts[i].clone())
     }
 
@@ -149,7 +158,9 @@ impl ClusterRuntime {
             self.stats.cb_rq_open.set(1);
         }
         self.stats.upstream_rq_active.inc();
-        Some(RequestGuard { cluster: self.clone() })
+        Some(RequestGuard {
+            cluster: self.clone(),
+        })
     }
 }
 
@@ -218,10 +229,13 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
         let period = rt.config.dns_refresh_rate;
         let mut hosts = Vec::new();
         for e in &rt.config.endpoints {
-            let HostAddress::Dns(name, port) = &e.address else { continue };
+            let HostAddress::Dns(name, port) = &e.address else {
+                continue;
+            };
             match tokio::net::lookup_host((name.as_str(), *port)).await {
                 Ok(addrs) => {
-                    let mut addrs: Vec<SocketAddr> = filter_family(addrs.collect(), rt.config.dns_lookup_family);
+                    let mut addrs: Vec<SocketAddr> =
+                        filter_family(addrs.collect(), rt.config.dns_lookup_family);
                     if rt.config.discovery == Discovery::LogicalDns {
                         addrs.truncate(1);
                     }
@@ -229,7 +243,9 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
                         hosts.push((Target::Socket(a), name.clone(), e.weight, e.healthy));
                     }
                 }
-                Err(err) => tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}"),
+                Err(err) => {
+                    tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}")
+                }
             }
         }
         rt.set_hosts(hosts);
@@ -244,8 +260,20 @@ fn filter_family(addrs: Vec<SocketAddr>, family: DnsLookupFamily) -> Vec<SocketA
     match family {
         DnsLookupFamily::V4Only => v4,
         DnsLookupFamily::V6Only => v6,
-        DnsLookupFamily::Auto => if v6.is_empty() { v4 } else { v6 },
-        DnsLookupFamily::V4Preferred => if v4.is_empty() { v6 } else { v4 },
+        DnsLookupFamily::Auto => {
+            if v6.is_empty() {
+                v4
+            } else {
+                v6
+            }
+        }
+        DnsLookupFamily::V4Preferred => {
+            if v4.is_empty() {
+                v6
+            } else {
+                v4
+            }
+        }
         DnsLookupFamily::All => addrs,
     }
 }

@@ -12,7 +12,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
-use super::connect::{connect, ConnectError, Target};
+use super::connect::{ConnectError, Target, connect};
 use super::stats::ClusterStats;
 use crate::config::cluster::Cluster;
 
@@ -66,8 +66,20 @@ pub struct H1Conn {
 
 impl Pool {
     /// A pool for `target`.
-    pub fn new(cluster: Arc<Cluster>, stats: Arc<ClusterStats>, limits: Arc<ConnLimits>, target: Target) -> Self {
-        Self { cluster, stats, limits, target, idle_h1: Mutex::new(Vec::new()), h2: tokio::sync::Mutex::new(None) }
+    pub fn new(
+        cluster: Arc<Cluster>,
+        stats: Arc<ClusterStats>,
+        limits: Arc<ConnLimits>,
+        target: Target,
+    ) -> Self {
+        Self {
+            cluster,
+            stats,
+            limits,
+            target,
+            idle_h1: Mutex::new(Vec::new()),
+            h2: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Checks out an idle HTTP/1.1 connection or opens one, waiting (as a pending request)
@@ -75,10 +87,8 @@ impl Pool {
     pub async fn acquire_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
         let mut pending = false;
         let result = loop {
-            if !upgrades {
-                if let Some(c) = self.pop_idle() {
-                    break Ok(c);
-                }
+            if !upgrades && let Some(c) = self.pop_idle() {
+                break Ok(c);
             }
             let open = self.limits.open.load(Ordering::Acquire);
             if open < self.cluster.thresholds.max_connections {
@@ -113,7 +123,10 @@ impl Pool {
     /// Returns a connection after its response completed.
     pub fn release_h1(&self, mut conn: H1Conn) {
         conn.requests += 1;
-        let exhausted = self.cluster.max_requests_per_connection.is_some_and(|m| conn.requests >= m);
+        let exhausted = self
+            .cluster
+            .max_requests_per_connection
+            .is_some_and(|m| conn.requests >= m);
         if conn.sender.is_closed() || exhausted {
             return;
         }
@@ -126,10 +139,10 @@ impl Pool {
     /// The host's HTTP/2 connection, opened on first use and reopened when it closes.
     pub async fn acquire_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
         let mut slot = self.h2.lock().await;
-        if let Some(s) = slot.as_ref() {
-            if !s.is_closed() {
-                return Ok(s.clone());
-            }
+        if let Some(s) = slot.as_ref()
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
         }
         let stream = self.open_stream().await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -148,7 +161,10 @@ impl Pool {
             }
         };
         self.stats.upstream_cx_http2_total.inc();
-        let guard = CloseGuard { pool_stats: self.stats.clone(), limits: self.limits.clone() };
+        let guard = CloseGuard {
+            pool_stats: self.stats.clone(),
+            limits: self.limits.clone(),
+        };
         tokio::spawn(async move {
             let _ = conn.await;
             drop(guard);
@@ -177,7 +193,10 @@ impl Pool {
             }
         };
         self.stats.upstream_cx_http1_total.inc();
-        let guard = CloseGuard { pool_stats: self.stats.clone(), limits: self.limits.clone() };
+        let guard = CloseGuard {
+            pool_stats: self.stats.clone(),
+            limits: self.limits.clone(),
+        };
         let idle = self.cluster.idle_timeout;
         tokio::spawn(async move {
             if upgrades {
@@ -188,12 +207,21 @@ impl Pool {
             drop(guard);
         });
         let _ = idle;
-        Ok(H1Conn { sender, requests: 0 })
+        Ok(H1Conn {
+            sender,
+            requests: 0,
+        })
     }
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
         self.limits.open.fetch_add(1, Ordering::AcqRel);
-        match connect(&self.target, self.cluster.connect_timeout, self.cluster.tcp_keepalive).await {
+        match connect(
+            &self.target,
+            self.cluster.connect_timeout,
+            self.cluster.tcp_keepalive,
+        )
+        .await
+        {
             Ok(s) => {
                 self.stats.upstream_cx_total.inc();
                 self.stats.upstream_cx_active.inc();

@@ -71,7 +71,8 @@ impl ClusterStats {
         let p = format!("cluster.{stat_name}.");
         let c = |n: &str| store.counter(&format!("{p}{n}"));
         let g = |n: &str| store.gauge(&format!("{p}{n}"));
-        let s = Self {
+
+        Self {
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
@@ -101,13 +102,16 @@ impl ClusterStats {
             cb_rq_open: g("circuit_breakers.default.rq_open"),
             prefix: p,
             store: store.clone(),
-        };
-        s
+        }
     }
 
     /// Counts a response code: upstream_rq_<code> and upstream_rq_<class>xx.
     pub fn response_code(&self, code: u16) {
-        self.store.counter(&format!("{}upstream_rq_{code}", self.prefix)).inc();
-        self.store.counter(&format!("{}upstream_rq_{}xx", self.prefix, code / 100)).inc();
+        self.store
+            .counter(&format!("{}upstream_rq_{code}", self.prefix))
+            .inc();
+        self.store
+            .counter(&format!("{}upstream_rq_{}xx", self.prefix, code / 100))
+            .inc();
     }
 }

@@ -1,0 +1,405 @@
+//! Test utilities: the proxy binary started on a bootstrap, and fake upstreams (HTTP/1.1 and
+//! h2c echo, TCP echo, WebSocket echo), all on port 0.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A running proxy process, killed on drop.
+pub struct Proxy {
+    child: Child,
+    /// The admin address.
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pilotfish")
+}
+
+/// Runs the binary to completion with `args`, returning (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `yaml` to a temp file and validates it; returns (exit code, stderr).
+pub fn validate(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bootstrap.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (code, _, err) = run(&["--mode", "validate", "-c", path.to_str().unwrap()]);
+    (code, err)
+}
+
+impl Proxy {
+    /// Starts the proxy on `yaml` (its admin on 127.0.0.1:0) and waits until the admin is up.
+    pub fn start(yaml: &str) -> Proxy {
+        Self::start_with(yaml, &[])
+    }
+
+    /// As [`Proxy::start`], with extra command-line flags.
+    pub fn start_with(yaml: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bootstrap.yaml");
+        let addr_file = dir.path().join("admin.addr");
+        let full = format!(
+            "admin:\n  address:\n    socket_address: {{address: 127.0.0.1, port_value: 0}}\n{yaml}"
+        );
+        std::fs::write(&cfg, full).unwrap();
+        let child = Command::new(bin())
+            .args([
+                "-c",
+                cfg.to_str().unwrap(),
+                "--admin-address-path",
+                addr_file.to_str().unwrap(),
+                "--concurrency",
+                "2",
+                "-l",
+                "warning",
+                "--drain-time-s",
+                "2",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("proxy starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&addr_file) {
+                if let Ok(admin) = s.trim().parse() {
+                    return Proxy {
+                        child,
+                        admin,
+                        _dir: dir,
+                    };
+                }
+            }
+            assert!(Instant::now() < deadline, "proxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET on the admin API: (status, body).
+    pub async fn admin(&self, path_and_query: &str) -> (u16, String) {
+        let (s, _, b) = http1_request(
+            self.admin,
+            "GET",
+            path_and_query,
+            "admin",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        (s, b)
+    }
+
+    /// POST on the admin API.
+    pub async fn admin_post(&self, path_and_query: &str) -> (u16, String) {
+        let (s, _, b) = http1_request(
+            self.admin,
+            "POST",
+            path_and_query,
+            "admin",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        (s, b)
+    }
+
+    /// The address listener `name` is bound to.
+    pub async fn listener(&self, name: &str) -> SocketAddr {
+        let (_, body) = self.admin("/listeners?format=json").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for l in v["listener_statuses"].as_array().unwrap() {
+            if l["name"] == name {
+                let sa = &l["local_address"]["socket_address"];
+                return format!("{}:{}", sa["address"].as_str().unwrap(), sa["port_value"])
+                    .parse()
+                    .unwrap();
+            }
+        }
+        panic!("no listener {name} in {body}");
+    }
+
+    /// The value of one stat (counter or gauge), 0 when absent.
+    pub async fn stat(&self, name: &str) -> i64 {
+        let (_, body) = self
+            .admin(&format!("/stats?filter=^{}$", regex_escape(name)))
+            .await;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}: "))
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits until a stat reaches `want` (stats are updated after responses are sent).
+    pub async fn wait_stat(&self, name: &str, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.stat(name).await;
+            if v == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stat {name} is {v}, want {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+/// One HTTP/1.1 request on a new connection: (status, headers, body).
+pub async fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (u16, http::HeaderMap, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::new(body)).unwrap())
+        .await
+        .expect("request succeeds");
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (
+        status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// GET with HTTP/1.1.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
+    http1_request(addr, "GET", path, "example.com", &[], Bytes::new()).await
+}
+
+/// One h2c (prior knowledge) request: (status, headers, body).
+pub async fn h2c_get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.expect("h2c request succeeds");
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// An upstream that answers every request with a JSON description of it, HTTP/1.1 or h2c.
+/// A path starting with `/sleep/<ms>` waits that long first; `/status/<code>` answers that code.
+pub async fn echo_upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| echo(name, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        let ms: u64 = ms.split('/').next().unwrap_or("0").parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200u16);
+    let version = format!("{:?}", req.version());
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::String(v.to_str().unwrap_or("").into()),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let v = serde_json::json!({"upstream": name, "method": method, "uri": uri, "version": version, "headers": headers, "body": String::from_utf8_lossy(&body)});
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    Ok(r)
+}
+
+/// A TCP server that echoes bytes back.
+pub async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A WebSocket server that echoes messages back.
+pub async fn ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port that nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A static cluster with the given endpoints, as YAML list items under `clusters:`.
+pub fn cluster(name: &str, endpoints: &[SocketAddr], extra: &str) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|a| format!("        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n", a.ip(), a.port()))
+        .collect();
+    if eps.is_empty() {
+        return format!(
+            "  - name: {name}\n    connect_timeout: 1s\n{extra}    load_assignment: {{cluster_name: {name}}}\n"
+        );
+    }
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n{extra}    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{eps}"
+    )
+}
+
+/// An HTTP listener named `name` on 127.0.0.1:0 with HCM stat prefix `name` and the given
+/// virtual hosts (YAML, indented for `virtual_hosts:`), plus extra HCM fields.
+pub fn http_listener(name: &str, vhosts: &str, hcm_extra: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+{hcm_extra}          route_config:
+            virtual_hosts:
+{vhosts}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
