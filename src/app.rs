@@ -209,14 +209,14 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
     if let Some(admin) = admin {
         if let Ok(a) = admin.local_addr() {
             tracing::info!("admin address: {a}");
-            if !opts.admin_address_path.is_empty() {
-                if let Err(e) = std::fs::write(&opts.admin_address_path, a.to_string()) {
-                    eprintln!(
-                        "error: cannot write admin address to {}: {e}",
-                        opts.admin_address_path
-                    );
-                    return 1;
-                }
+            if !opts.admin_address_path.is_empty()
+                && let Err(e) = std::fs::write(&opts.admin_address_path, a.to_string())
+            {
+                eprintln!(
+                    "error: cannot write admin address to {}: {e}",
+                    opts.admin_address_path
+                );
+                return 1;
             }
         }
         tokio::spawn(crate::admin::serve(server.clone(), admin));

@@ -91,14 +91,14 @@ impl Proxy {
             .expect("proxy starts");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(s) = std::fs::read_to_string(&addr_file) {
-                if let Ok(admin) = s.trim().parse() {
-                    return Proxy {
-                        child,
-                        admin,
-                        _dir: dir,
-                    };
-                }
+            if let Ok(s) = std::fs::read_to_string(&addr_file)
+                && let Ok(admin) = s.trim().parse()
+            {
+                return Proxy {
+                    child,
+                    admin,
+                    _dir: dir,
+                };
             }
             assert!(Instant::now() < deadline, "proxy did not start");
             std::thread::sleep(Duration::from_millis(20));
