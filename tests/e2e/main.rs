@@ -1,5 +1,6 @@
 //! End-to-end tests: the proxy binary with real clients and upstreams on loopback.
 
+mod admin;
 mod config;
 mod http;
 mod support;

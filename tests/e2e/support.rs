@@ -23,6 +23,29 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
 }
 
+impl Proxy {
+    /// Waits for the process to exit (after /quitquitquit or a signal) and returns its code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -100,7 +123,12 @@ impl Proxy {
                     _dir: dir,
                 };
             }
-            assert!(Instant::now() < deadline, "proxy did not start");
+            if Instant::now() >= deadline {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("proxy did not start");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
