@@ -222,6 +222,9 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         tokio::spawn(crate::admin::serve(server.clone(), admin));
     }
     crate::admin::set_live(&server);
+    if !server.sinks.is_empty() {
+        tokio::spawn(flush_sinks(server.clone()));
+    }
     wait_for_shutdown(&server).await;
     tracing::info!("draining for {}s", opts.drain_time_s);
     server.start_drain();
@@ -245,6 +248,21 @@ async fn wait_for_shutdown(server: &Server) {
         _ = term.recv() => tracing::info!("caught SIGTERM"),
         _ = int.recv() => tracing::info!("caught SIGINT"),
         _ = async { quit.wait_for(|q| *q).await.map(|_| ()) } => tracing::info!("shutdown requested by /quitquitquit"),
+    }
+}
+
+async fn flush_sinks(server: Arc<Server>) {
+    let mut tick = tokio::time::interval(server.config.stats_flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        server
+            .stats
+            .gauge("server.uptime")
+            .set(server.uptime() as i64);
+        for s in &server.sinks {
+            s.flush(&server.stats);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::stats::statsd::StatsdSink;
 use crate::stats::{Gauge, Store};
 use crate::upstream::ClusterManager;
 
@@ -45,6 +46,8 @@ pub struct Server {
     pub shutdown: watch::Sender<bool>,
     /// Worker count.
     pub concurrency: usize,
+    /// Stats sinks flushed every stats_flush_interval.
+    pub sinks: Vec<Arc<StatsdSink>>,
     /// Bound address of each listener, by name.
     bound: std::sync::Mutex<std::collections::BTreeMap<String, std::net::SocketAddr>>,
 }
@@ -53,10 +56,19 @@ impl Server {
     /// Builds the server state and its clusters (must run inside a tokio runtime: DNS clusters
     /// start resolving).
     pub fn new(config: Arc<ServerConfig>, concurrency: usize) -> Arc<Self> {
-        let stats = Arc::new(Store::new(
-            config.tags.clone(),
-            config.stats_matcher.clone(),
-        ));
+        let mut store = Store::new(config.tags.clone(), config.stats_matcher.clone())
+            .with_buckets(config.histogram_buckets.clone());
+        let mut sinks = Vec::new();
+        for (target, prefix) in &config.statsd_sinks {
+            match StatsdSink::new(*target, prefix) {
+                Ok(s) => sinks.push(Arc::new(s)),
+                Err(e) => tracing::error!("statsd sink to {target}: {e}"),
+            }
+        }
+        if !sinks.is_empty() {
+            store = store.with_histogram_sink(Arc::new(sinks.clone()));
+        }
+        let stats = Arc::new(store);
         let clusters = ClusterManager::new(&config.clusters, &stats);
         let state = stats.gauge("server.state");
         state.set(ServerState::Initializing as i64);
@@ -79,6 +91,7 @@ impl Server {
             shutdown: watch::channel(false).0,
             concurrency,
             bound: Default::default(),
+            sinks,
         })
     }
 

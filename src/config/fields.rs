@@ -29,6 +29,8 @@ static TABLE: &[Spec] = &[
             "overload_manager",
             "cluster_manager",
             "bootstrap_extensions",
+            "stats_sinks",
+            "stats_flush_interval",
         ],
         ignored: &[
             (
@@ -40,8 +42,8 @@ static TABLE: &[Spec] = &[
                 "log line format of the process log only",
             ),
             (
-                "stats_flush_interval",
-                "no stats sinks are configured to flush to",
+                "tracing",
+                "a tracer only acts on connection managers with tracing set, which are refused while one is configured",
             ),
             (
                 "deferred_stat_options",
@@ -245,7 +247,7 @@ static TABLE: &[Spec] = &[
         ignored: &[
             (
                 "tracing",
-                "no tracer is configured, so tracing decisions emit nothing",
+                "without a tracer it only shapes trace sampling, which nothing reads; with one it is refused",
             ),
             (
                 "request_id_extension",
@@ -257,6 +259,94 @@ static TABLE: &[Spec] = &[
         message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
         supported: &["name", "typed_config", "is_optional", "disabled"],
         ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.filters.http.compressor.v3.Compressor",
+        supported: &[
+            "content_length",
+            "content_type",
+            "disable_on_etag_header",
+            "remove_accept_encoding_header",
+            "compressor_library",
+            "request_direction_config",
+            "response_direction_config",
+            "choose_first",
+        ],
+        ignored: &[(
+            "runtime_enabled",
+            "runtime overrides are not offered; the default (enabled) applies",
+        )],
+    },
+    Spec {
+        message: "envoy.extensions.filters.http.compressor.v3.Compressor.CommonDirectionConfig",
+        supported: &["enabled", "min_content_length", "content_type"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.filters.http.compressor.v3.Compressor.ResponseDirectionConfig",
+        supported: &[
+            "common_config",
+            "disable_on_etag_header",
+            "remove_accept_encoding_header",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.compression.gzip.compressor.v3.Gzip",
+        supported: &["compression_level"],
+        ignored: &[
+            (
+                "memory_level",
+                "zlib tuning: output stays valid gzip, only its size differs",
+            ),
+            (
+                "window_bits",
+                "zlib tuning: output stays valid gzip, only its size differs",
+            ),
+            (
+                "compression_strategy",
+                "zlib tuning: output stays valid gzip, only its size differs",
+            ),
+            ("chunk_size", "buffer size only"),
+        ],
+    },
+    Spec {
+        message: "envoy.extensions.compression.brotli.compressor.v3.Brotli",
+        supported: &["quality"],
+        ignored: &[
+            (
+                "window_bits",
+                "encoder tuning: output stays valid brotli, only its size differs",
+            ),
+            (
+                "input_block_bits",
+                "encoder tuning: output stays valid brotli, only its size differs",
+            ),
+            (
+                "encoder_mode",
+                "encoder tuning: output stays valid brotli, only its size differs",
+            ),
+            (
+                "disable_literal_context_modeling",
+                "encoder tuning: output stays valid brotli, only its size differs",
+            ),
+            ("chunk_size", "buffer size only"),
+        ],
+    },
+    Spec {
+        message: "envoy.extensions.compression.zstd.compressor.v3.Zstd",
+        supported: &["compression_level", "dictionary"],
+        ignored: &[
+            (
+                "enable_checksum",
+                "frame checksum only; decoders accept frames with or without it",
+            ),
+            (
+                "strategy",
+                "encoder tuning: output stays valid zstd, only its size differs",
+            ),
+            ("chunk_size", "buffer size only"),
+        ],
     },
     Spec {
         message: "envoy.config.route.v3.RouteConfiguration",

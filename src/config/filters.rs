@@ -43,7 +43,7 @@ pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
         "envoy.extensions.filters.http.compressor.v3.Compressor",
         "HTTP filter",
-        Support::Refused("response compression is not implemented yet"),
+        Support::Implemented,
     ),
     (
         "envoy.extensions.filters.network.rbac.v3.RBAC",
@@ -96,10 +96,12 @@ pub enum NetworkFilter {
     HttpConnectionManager(Arc<HcmConfig>),
 }
 
-/// An HTTP filter before the router. (None are implemented besides the router yet, so the list
-/// is always empty; the type keeps the shape the HCM will grow into.)
+/// An HTTP filter before the router.
 #[derive(Debug, Clone)]
-pub enum HttpFilter {}
+pub enum HttpFilter {
+    /// Response compression.
+    Compressor(Arc<super::compressor::CompressorConfig>),
+}
 
 fn lookup(any: &Any, path: &str, kind: &str) -> Result<&'static str, ConfigError> {
     let name = type_name(&any.type_url);
@@ -193,6 +195,7 @@ pub fn http_filters(
     path: &str,
 ) -> Result<(Vec<HttpFilter>, RouterConfig), ConfigError> {
     let mut router = None;
+    let mut out = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let p = index(path, "http_filters", i);
         use hcm::http_filter::ConfigType as CT;
@@ -214,6 +217,17 @@ pub fn http_filters(
             Err(e) if f.is_optional && e.msg.starts_with("unknown type URL") => continue,
             Err(e) => return Err(e),
         };
+        if t.ends_with("Compressor") {
+            let c = decode::<
+                envoy_types::pb::envoy::extensions::filters::http::compressor::v3::Compressor,
+            >(any, &tp)?;
+            if !f.disabled {
+                out.push(HttpFilter::Compressor(Arc::new(
+                    super::compressor::CompressorConfig::from_proto(&c, &tp)?,
+                )));
+            }
+            continue;
+        }
         if t.ends_with("Router") {
             let r = decode::<envoy_types::pb::envoy::extensions::filters::http::router::v3::Router>(
                 any, &tp,
@@ -242,7 +256,7 @@ pub fn http_filters(
         }
     }
     match router {
-        Some(r) => Ok((Vec::new(), r)),
+        Some(r) => Ok((out, r)),
         None => Err(ConfigError::new(
             join(path, "http_filters"),
             "the last HTTP filter must be envoy.filters.http.router",

@@ -87,6 +87,10 @@ pub struct HcmConfig {
     pub merge_slashes: bool,
     /// XFCC handling.
     pub forward_client_cert: ForwardClientCert,
+    /// `tracing` is set (tracing decisions would be made).
+    pub tracing: bool,
+    /// `tracing.provider` is set.
+    pub tracing_provider: bool,
     /// Reject headers with underscores.
     pub reject_underscore_headers: UnderscoreAction,
 }
@@ -334,6 +338,8 @@ impl HcmConfig {
             merge_slashes: h.merge_slashes,
             forward_client_cert,
             reject_underscore_headers,
+            tracing: h.tracing.is_some(),
+            tracing_provider: h.tracing.as_ref().is_some_and(|t| t.provider.is_some()),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod common;
+pub mod compressor;
 pub mod error;
 pub mod fields;
 pub mod filters;
@@ -33,6 +34,9 @@ pub struct Node {
     pub cluster: String,
 }
 
+/// Histogram bucket bounds by stat name pattern.
+pub type HistogramBuckets = Vec<(Pattern, Arc<[f64]>)>;
+
 /// Everything the server runs, converted from a bootstrap.
 #[derive(Debug)]
 pub struct ServerConfig {
@@ -48,6 +52,12 @@ pub struct ServerConfig {
     pub tags: TagProducer,
     /// Stats inclusion/exclusion.
     pub stats_matcher: StatsMatcher,
+    /// Histogram bucket bounds by stat name pattern.
+    pub histogram_buckets: HistogramBuckets,
+    /// Statsd sinks: (UDP target, prefix).
+    pub statsd_sinks: Vec<(SocketAddr, String)>,
+    /// How often stats sinks are flushed.
+    pub stats_flush_interval: std::time::Duration,
     /// Global downstream connection limit from the overload manager.
     pub max_downstream_connections: Option<u64>,
     /// The bootstrap as loaded, for /config_dump.
@@ -113,7 +123,9 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
                 continue;
             }
             if let Some(l) = errs.keep(listener::Listener::from_proto(l, &p)) {
+                // Port 0 asks the kernel for a fresh port, so it never collides.
                 if l.bind_to_port
+                    && l.address.port() != 0
                     && let Some(j) = addrs.insert(l.address, i)
                 {
                     errs.push(ConfigError::new(
@@ -200,7 +212,22 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         ));
     }
 
-    let (tags, stats_matcher) = stats_settings(b, &mut errs);
+    let (tags, stats_matcher, histogram_buckets) = stats_settings(b, &mut errs);
+    let statsd_sinks = stats_sinks(b, &mut errs);
+    let stats_flush_interval = match &b.stats_flush_interval {
+        Some(d) => errs
+            .keep(common::duration(d, "stats_flush_interval"))
+            .unwrap_or_default(),
+        None => std::time::Duration::from_secs(5),
+    };
+    if stats_flush_interval.is_zero() || stats_flush_interval > std::time::Duration::from_secs(300)
+    {
+        errs.push(ConfigError::new(
+            "stats_flush_interval",
+            "must be in (0s, 300s]",
+        ));
+    }
+    check_tracing(b, &listeners, &mut errs);
 
     let cfg = ServerConfig {
         node,
@@ -209,6 +236,9 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         clusters,
         tags,
         stats_matcher,
+        histogram_buckets,
+        statsd_sinks,
+        stats_flush_interval,
         max_downstream_connections,
         bootstrap: b.clone(),
         warnings,
@@ -269,9 +299,16 @@ fn check_route_clusters(
     }
 }
 
-fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, StatsMatcher) {
+fn stats_settings(
+    b: &Bootstrap,
+    errs: &mut ConfigErrors,
+) -> (TagProducer, StatsMatcher, HistogramBuckets) {
     let Some(sc) = &b.stats_config else {
-        return (TagProducer::default_envoy(), StatsMatcher::default());
+        return (
+            TagProducer::default_envoy(),
+            StatsMatcher::default(),
+            Vec::new(),
+        );
     };
     let mut custom = Vec::new();
     for (i, t) in sc.stats_tags.iter().enumerate() {
@@ -341,10 +378,122 @@ fn stats_settings(b: &Bootstrap, errs: &mut ConfigErrors) -> (TagProducer, Stats
             }
         }
     };
-    if sc.histogram_bucket_settings.iter().len() > 0 {
-        errs.push(ConfigError::unsupported(
-            "stats_config.histogram_bucket_settings",
-        ));
+    let mut buckets = Vec::new();
+    for (i, h) in sc.histogram_bucket_settings.iter().enumerate() {
+        let p = index("stats_config", "histogram_bucket_settings", i);
+        let Some(m) = &h.r#match else {
+            errs.push(ConfigError::new(join(&p, "match"), "is required"));
+            continue;
+        };
+        let Some(pat) = errs.keep(pattern(m, &join(&p, "match"))) else {
+            continue;
+        };
+        if h.bins.is_some() {
+            errs.push(ConfigError::unsupported(join(&p, "bins")));
+        }
+        if h.buckets.is_empty() || h.buckets.windows(2).any(|w| w[0] >= w[1]) || h.buckets[0] <= 0.0
+        {
+            errs.push(ConfigError::new(
+                join(&p, "buckets"),
+                "must be positive, unique and increasing",
+            ));
+            continue;
+        }
+        buckets.push((pat, Arc::from(h.buckets.as_slice())));
     }
-    (tags, matcher)
+    (tags, matcher, buckets)
+}
+
+fn pattern(
+    m: &envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher,
+    path: &str,
+) -> Result<Pattern, ConfigError> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern as MP;
+    if m.ignore_case {
+        return Err(ConfigError::unsupported(join(path, "ignore_case")));
+    }
+    Ok(match &m.match_pattern {
+        Some(MP::Exact(v)) => Pattern::Exact(v.clone()),
+        Some(MP::Prefix(v)) => Pattern::Prefix(v.clone()),
+        Some(MP::Suffix(v)) => Pattern::Suffix(v.clone()),
+        Some(MP::Contains(v)) => Pattern::Contains(v.clone()),
+        Some(MP::SafeRegex(r)) => Pattern::Regex(common::full_regex(
+            &r.regex,
+            &join(path, "safe_regex.regex"),
+        )?),
+        _ => return Err(ConfigError::unsupported(path)),
+    })
+}
+
+const STATSD_SINK: &str = "envoy.config.metrics.v3.StatsdSink";
+
+fn stats_sinks(b: &Bootstrap, errs: &mut ConfigErrors) -> Vec<(SocketAddr, String)> {
+    use envoy_types::pb::envoy::config::metrics::v3::{
+        StatsdSink, stats_sink::ConfigType as CT, statsd_sink::StatsdSpecifier as SS,
+    };
+    use prost::Message;
+    let mut out = Vec::new();
+    for (i, s) in b.stats_sinks.iter().enumerate() {
+        let p = index("", "stats_sinks", i);
+        let Some(CT::TypedConfig(any)) = &s.config_type else {
+            errs.push(ConfigError::new(join(&p, "typed_config"), "is required"));
+            continue;
+        };
+        let tp = join(&p, "typed_config");
+        if crate::bootstrap::descriptors::type_name(&any.type_url) != STATSD_SINK {
+            errs.push(ConfigError::new(
+                &tp,
+                format!("stats sink {} is not implemented", any.type_url),
+            ));
+            continue;
+        }
+        let Some(sink) = errs.keep(
+            StatsdSink::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::new(&tp, e.to_string())),
+        ) else {
+            continue;
+        };
+        match &sink.statsd_specifier {
+            Some(SS::Address(a)) => {
+                if let Some(addr) = errs.keep(socket_address(a, &join(&tp, "address"))) {
+                    out.push((
+                        addr,
+                        if sink.prefix.is_empty() {
+                            "envoy".to_string()
+                        } else {
+                            sink.prefix.clone()
+                        },
+                    ));
+                }
+            }
+            Some(SS::TcpClusterName(_)) => {
+                errs.push(ConfigError::unsupported(join(&tp, "tcp_cluster_name")))
+            }
+            None => errs.push(ConfigError::new(join(&tp, "address"), "is required")),
+        }
+    }
+    out
+}
+
+/// A configured tracer only acts on connection managers with `tracing` set. Those are refused
+/// while a tracer is configured (no tracer is implemented), so a tracer alone changes nothing.
+fn check_tracing(b: &Bootstrap, listeners: &[Arc<listener::Listener>], errs: &mut ConfigErrors) {
+    let tracer = b.tracing.as_ref().is_some_and(|t| t.http.is_some());
+    for (i, l) in listeners.iter().enumerate() {
+        for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+            for f in &chain.filters {
+                if let filters::NetworkFilter::HttpConnectionManager(h) = f
+                    && (h.tracing_provider || (tracer && h.tracing))
+                {
+                    errs.push(ConfigError::new(
+                        format!(
+                            "{}: http_connection_manager.tracing",
+                            index("static_resources", "listeners", i)
+                        ),
+                        "tracing is not implemented yet",
+                    ));
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ use super::local_reply::{ResponseFlag, local_reply};
 use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
 use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
+use crate::config::filters::HttpFilter;
 use crate::config::hcm::{Codec, HcmConfig, ServerHeader};
 use crate::config::route::{Action, Redirect, RedirectPath};
 use crate::server::Server;
@@ -27,13 +28,30 @@ pub struct HttpConnectionManager {
     pub config: Arc<HcmConfig>,
     /// Its stats.
     pub stats: HcmStats,
+    /// Compressor filters, in chain order.
+    compressors: Vec<super::compressor::Compressor>,
 }
 
 impl HttpConnectionManager {
     /// Declares the stats of `config`.
     pub fn new(config: Arc<HcmConfig>, server: &Server) -> Self {
         let stats = HcmStats::new(&server.stats, &config.stat_prefix);
-        Self { config, stats }
+        let compressors = config
+            .http_filters
+            .iter()
+            .map(|f| match f {
+                HttpFilter::Compressor(c) => super::compressor::Compressor::new(
+                    c.clone(),
+                    &server.stats,
+                    &config.stat_prefix,
+                ),
+            })
+            .collect();
+        Self {
+            config,
+            stats,
+            compressors,
+        }
     }
 
     /// Serves one connection until it closes or the server drains.
@@ -94,7 +112,7 @@ impl HttpConnectionManager {
     async fn handle(
         &self,
         server: &Server,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -109,10 +127,29 @@ impl HttpConnectionManager {
             stats.downstream_rq_http1_total.inc();
         }
         let grpc = is_grpc(req.headers());
-        let mut resp = if version == Version::HTTP_10 && !cfg.accept_http_10 {
+        let head = req.method() == http::Method::HEAD;
+        let chosen = if self.compressors.is_empty() {
+            None
+        } else {
+            let ae = req
+                .headers()
+                .get(http::header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            let chosen = super::compressor::choose(&self.compressors, ae);
+            if chosen.is_some_and(|i| self.compressors[i].config.remove_accept_encoding_header) {
+                req.headers_mut().remove(http::header::ACCEPT_ENCODING);
+            }
+            chosen
+        };
+        let resp = if version == Version::HTTP_10 && !cfg.accept_http_10 {
             local_reply(426, "", false, None)
         } else {
             self.route(server, req, remote, grpc).await
+        };
+        let mut resp = if self.compressors.is_empty() {
+            resp
+        } else {
+            super::compressor::apply(&self.compressors, chosen, head, resp)
         };
         let status = resp.status().as_u16();
         let headers = resp.headers_mut();

@@ -1,5 +1,7 @@
-//! A fixed-bucket histogram with Envoy's default bucket bounds (milliseconds for times).
+//! Fixed-bucket histograms: Envoy's default bucket bounds, or the bounds a
+//! `histogram_bucket_settings` entry gives (milliseconds for times).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Envoy's default histogram bucket upper bounds.
@@ -8,33 +10,51 @@ pub const DEFAULT_BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
+/// Receives every recorded value (a statsd sink sends them as timers).
+pub trait HistogramSink: Send + Sync + std::fmt::Debug {
+    /// Called once per recorded value.
+    fn record(&self, name: &str, value: f64);
+}
+
 /// Counts of recorded values per bucket, plus the sum and total count.
 #[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; DEFAULT_BUCKETS.len()],
+    bounds: Arc<[f64]>,
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_micros: AtomicU64,
+    sink: Option<(String, Arc<dyn HistogramSink>)>,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
+        Self::with_bounds(Arc::from(&DEFAULT_BUCKETS[..]), None)
     }
 }
 
 impl Histogram {
+    /// A histogram with the given bucket upper bounds (sorted ascending) and optional sink.
+    pub fn with_bounds(bounds: Arc<[f64]>, sink: Option<(String, Arc<dyn HistogramSink>)>) -> Self {
+        Self {
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            bounds,
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+            sink,
+        }
+    }
+
     /// Records one value.
     pub fn record(&self, value: f64) {
-        if let Some(i) = DEFAULT_BUCKETS.iter().position(|b| value <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add((value * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+        if let Some((name, sink)) = &self.sink {
+            sink.record(name, value);
+        }
     }
 
     /// How many values were recorded.
@@ -50,9 +70,9 @@ impl Histogram {
     /// Cumulative counts per bucket bound, as Prometheus `_bucket{le=...}` lines want them.
     pub fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
-        DEFAULT_BUCKETS
+        self.bounds
             .iter()
-            .zip(&self.buckets)
+            .zip(self.buckets.iter())
             .map(|(b, c)| {
                 acc += c.load(Ordering::Relaxed);
                 (*b, acc)
@@ -70,7 +90,7 @@ impl Histogram {
         let target = q * total as f64;
         let mut lower = 0.0;
         let mut seen = 0u64;
-        for (bound, count) in DEFAULT_BUCKETS.iter().zip(&self.buckets) {
+        for (bound, count) in self.bounds.iter().zip(self.buckets.iter()) {
             let c = count.load(Ordering::Relaxed);
             if c > 0 && (seen + c) as f64 >= target {
                 let frac = ((target - seen as f64) / c as f64).clamp(0.0, 1.0);
@@ -101,5 +121,12 @@ mod tests {
         let p100 = h.quantile(1.0).unwrap();
         assert!(p100 > 1.0 && p100 <= 5.0);
         assert!(Histogram::default().quantile(0.5).is_none());
+    }
+
+    #[test]
+    fn custom_bounds() {
+        let h = Histogram::with_bounds(Arc::from(&[1.0, 10.0][..]), None);
+        h.record(5.0);
+        assert_eq!(h.cumulative(), vec![(1.0, 0), (10.0, 1)]);
     }
 }

@@ -16,7 +16,8 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    fn matches(&self, name: &str) -> bool {
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
         match self {
             Pattern::Exact(s) => name == s,
             Pattern::Prefix(s) => name.starts_with(s.as_str()),

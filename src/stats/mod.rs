@@ -5,10 +5,11 @@
 mod histogram;
 mod matcher;
 mod render;
+pub mod statsd;
 mod store;
 mod tags;
 
-pub use histogram::Histogram;
+pub use histogram::{Histogram, HistogramSink};
 pub use matcher::{Pattern, StatsMatcher};
 pub use render::{TextQuery, render_prometheus, render_text};
 pub use store::{Counter, Gauge, Metric, MetricKind, Store};

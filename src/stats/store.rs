@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::histogram::Histogram;
+use super::histogram::{DEFAULT_BUCKETS, Histogram, HistogramSink};
+use super::matcher::Pattern;
 use super::matcher::StatsMatcher;
 use super::tags::{ExtractedName, TagProducer};
 
@@ -118,6 +119,8 @@ pub struct Store {
     entries: RwLock<BTreeMap<String, Entry>>,
     tags: TagProducer,
     matcher: StatsMatcher,
+    buckets: Vec<(Pattern, Arc<[f64]>)>,
+    sink: Option<Arc<dyn HistogramSink>>,
 }
 
 impl Default for Store {
@@ -133,7 +136,22 @@ impl Store {
             entries: RwLock::new(BTreeMap::new()),
             tags,
             matcher,
+            buckets: Vec::new(),
+            sink: None,
         }
+    }
+
+    /// Sets `histogram_bucket_settings`: the first pattern a histogram's name matches gives its
+    /// bucket bounds.
+    pub fn with_buckets(mut self, buckets: Vec<(Pattern, Arc<[f64]>)>) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// Sends every recorded histogram value to `sink` as well.
+    pub fn with_histogram_sink(mut self, sink: Arc<dyn HistogramSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Returns the counter named `name`, creating it on first use. A name the stats matcher
@@ -155,7 +173,17 @@ impl Store {
 
     /// Returns the histogram named `name`, creating it on first use.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
-        match self.get_or_insert(name, || Metric::Histogram(Arc::default())) {
+        let make = || {
+            let bounds = self
+                .buckets
+                .iter()
+                .find(|(p, _)| p.matches(name))
+                .map(|(_, b)| b.clone())
+                .unwrap_or_else(|| Arc::from(&DEFAULT_BUCKETS[..]));
+            let sink = self.sink.clone().map(|s| (name.to_string(), s));
+            Metric::Histogram(Arc::new(Histogram::with_bounds(bounds, sink)))
+        };
+        match self.get_or_insert(name, make) {
             Metric::Histogram(h) => h,
             _ => Arc::default(),
         }

@@ -3,5 +3,6 @@
 mod admin;
 mod config;
 mod http;
+mod istio;
 mod support;
 mod tcp;

@@ -86,6 +86,30 @@ impl Proxy {
         Self::start_with(yaml, &[])
     }
 
+    /// Starts the proxy on a bootstrap file as is; its admin address must be a fixed port.
+    pub fn start_at(cfg: &std::path::Path, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let addr_file = dir.path().join("admin.addr");
+        let child = Command::new(bin())
+            .args([
+                "-c",
+                cfg.to_str().unwrap(),
+                "--admin-address-path",
+                addr_file.to_str().unwrap(),
+                "--concurrency",
+                "2",
+                "-l",
+                "warning",
+                "--drain-time-s",
+                "2",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("proxy starts");
+        Self::wait_started(child, dir, addr_file)
+    }
+
     /// As [`Proxy::start`], with extra command-line flags.
     pub fn start_with(yaml: &str, extra: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
@@ -112,6 +136,10 @@ impl Proxy {
             .stdin(Stdio::null())
             .spawn()
             .expect("proxy starts");
+        Self::wait_started(child, dir, addr_file)
+    }
+
+    fn wait_started(child: Child, dir: tempfile::TempDir, addr_file: std::path::PathBuf) -> Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(s) = std::fs::read_to_string(&addr_file)
