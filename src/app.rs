@@ -13,7 +13,16 @@ use crate::server::Server;
 
 type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 static LOG_HANDLE: OnceLock<ReloadHandle> = OnceLock::new();
-static LOG_LEVEL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+/// The levels /logging last set: the base level and per-component overrides.
+struct LogState {
+    base: String,
+    components: Vec<(String, String)>,
+}
+
+static LOG_STATE: std::sync::Mutex<LogState> = std::sync::Mutex::new(LogState {
+    base: String::new(),
+    components: Vec::new(),
+});
 
 /// Maps Envoy's level names to tracing's.
 fn level(l: &str) -> Option<&'static str> {
@@ -28,22 +37,71 @@ fn level(l: &str) -> Option<&'static str> {
     })
 }
 
-/// Installs the process logger at `-l` level.
+/// Envoy's logger components and the modules whose logs they cover. Components with no
+/// module produce no logs here; their level is accepted.
+const COMPONENTS: &[(&str, &[&str])] = &[
+    ("admin", &["pilotfish::admin"]),
+    ("config", &["pilotfish::config", "pilotfish::bootstrap"]),
+    ("main", &["pilotfish::app"]),
+    ("init", &["pilotfish::app"]),
+    ("runtime", &[]),
+    ("connection", &["pilotfish::listener"]),
+    ("conn_handler", &["pilotfish::listener"]),
+    ("filter", &["pilotfish::listener", "pilotfish::network"]),
+    ("http", &["pilotfish::http"]),
+    ("http2", &["pilotfish::http"]),
+    ("router", &["pilotfish::http::router"]),
+    ("compression", &["pilotfish::http::compressor"]),
+    ("upstream", &["pilotfish::upstream"]),
+    ("pool", &["pilotfish::upstream::pool"]),
+    ("client", &["pilotfish::upstream"]),
+    ("dns", &["pilotfish::upstream"]),
+    ("hc", &[]),
+    ("health_checker", &[]),
+    ("tcp", &["pilotfish::network"]),
+    ("stats", &["pilotfish::stats"]),
+    ("misc", &[]),
+    ("grpc", &[]),
+    ("rbac", &[]),
+    ("rds", &[]),
+    ("secret", &[]),
+    ("tracing", &[]),
+    ("wasm", &[]),
+    ("lua", &[]),
+    ("ext_authz", &[]),
+    ("jwt", &[]),
+    ("file", &[]),
+    ("io", &[]),
+    ("matcher", &[]),
+    ("websocket", &["pilotfish::http"]),
+];
+
+/// Builds the filter directives for `-l` and `--component-log-level`.
+fn directives(base: &str, components: &str) -> Result<String, String> {
+    let mut out = base.to_string();
+    for part in components.split(',').filter(|s| !s.is_empty()) {
+        let (name, l) = part.split_once(':').ok_or_else(|| {
+            format!("error: component log level not correctly specified: {part:?}")
+        })?;
+        let lvl = level(l)
+            .ok_or_else(|| format!("error: invalid log level {l:?} in --component-log-level"))?;
+        let (_, modules) = COMPONENTS
+            .iter()
+            .find(|(c, _)| *c == name)
+            .ok_or_else(|| format!("error: invalid component specified {name:?}"))?;
+        for m in *modules {
+            out.push_str(&format!(",{m}={lvl}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Installs the process logger at `-l` level, with `--component-log-level` overrides.
 pub fn init_logging(opts: &Options) -> Result<(), String> {
     let lvl = level(&opts.log_level)
         .ok_or_else(|| format!("error: invalid log level {:?}", opts.log_level))?;
-    for part in opts
-        .component_log_level
-        .split(',')
-        .filter(|s| !s.is_empty())
-    {
-        let (_, l) = part.split_once(':').ok_or_else(|| {
-            format!("error: component log level not correctly specified: {part:?}")
-        })?;
-        level(l)
-            .ok_or_else(|| format!("error: invalid log level {l:?} in --component-log-level"))?;
-    }
-    let (filter, handle) = reload::Layer::new(EnvFilter::new(lvl));
+    let spec = directives(lvl, &opts.component_log_level)?;
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&spec));
     use tracing_subscriber::prelude::*;
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -53,36 +111,82 @@ pub fn init_logging(opts: &Options) -> Result<(), String> {
         .with(fmt)
         .try_init();
     let _ = LOG_HANDLE.set(handle);
-    if let Ok(mut l) = LOG_LEVEL.lock() {
-        *l = lvl.to_string();
+    if let Ok(mut st) = LOG_STATE.lock() {
+        st.base = lvl.to_string();
+        st.components = opts
+            .component_log_level
+            .split(',')
+            .filter_map(|p| p.split_once(':'))
+            .filter_map(|(c, l)| Some((c.to_string(), level(l)?.to_string())))
+            .collect();
     }
     Ok(())
 }
 
-/// The `/logging` admin endpoint: `?level=<l>` changes every logger.
+/// The `/logging` admin endpoint: `?level=<l>` sets every logger, `?<component>=<l>` one
+/// component, `?paths=<c>:<l>,...` several.
 pub fn logging_admin(params: &[(String, String)]) -> http::Response<crate::http::Body> {
+    let reply = |status: http::StatusCode, body: String| {
+        let mut r = http::Response::new(crate::http::full_body(bytes::Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    let mut state = match LOG_STATE.lock() {
+        Ok(s) => s,
+        Err(e) => e.into_inner(),
+    };
     for (k, v) in params {
-        let target = v.as_str();
-        let Some(l) = level(target) else {
-            let mut r = http::Response::new(crate::http::full_body(bytes::Bytes::from(format!(
-                "error: unknown logger level {target:?}\n"
-            ))));
-            *r.status_mut() = http::StatusCode::BAD_REQUEST;
-            return r;
+        let updates: Vec<(String, String)> = if k == "paths" {
+            v.split(',')
+                .filter_map(|p| p.split_once(':'))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        } else {
+            vec![(k.clone(), v.clone())]
         };
-        if k == "level" {
-            if let Some(h) = LOG_HANDLE.get() {
-                let _ = h.modify(|f| *f = EnvFilter::new(l));
-            }
-            if let Ok(mut cur) = LOG_LEVEL.lock() {
-                *cur = l.to_string();
+        for (name, l) in updates {
+            let Some(lvl) = level(&l) else {
+                return reply(
+                    http::StatusCode::BAD_REQUEST,
+                    format!("error: unknown logger level {l:?}\n"),
+                );
+            };
+            if name == "level" {
+                state.base = lvl.to_string();
+                state.components.clear();
+            } else if COMPONENTS.iter().any(|(c, _)| *c == name) {
+                state.components.retain(|(c, _)| *c != name);
+                state.components.push((name, lvl.to_string()));
+            } else {
+                return reply(
+                    http::StatusCode::NOT_FOUND,
+                    format!("error: unknown logger {name:?}\n"),
+                );
             }
         }
     }
-    let cur = LOG_LEVEL.lock().map(|l| l.clone()).unwrap_or_default();
-    http::Response::new(crate::http::full_body(bytes::Bytes::from(format!(
-        "active loggers:\n  pilotfish: {cur}\n"
-    ))))
+    let comps: String = state
+        .components
+        .iter()
+        .map(|(c, l)| format!("{c}:{l}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if !params.is_empty()
+        && let (Some(h), Ok(spec)) = (LOG_HANDLE.get(), directives(&state.base, &comps))
+    {
+        let _ = h.modify(|f| *f = EnvFilter::new(spec));
+    }
+    let mut body = String::from("active loggers:\n");
+    for (c, _) in COMPONENTS {
+        let l = state
+            .components
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, l)| l.as_str())
+            .unwrap_or(state.base.as_str());
+        body.push_str(&format!("  {c}: {l}\n"));
+    }
+    reply(http::StatusCode::OK, body)
 }
 
 /// Runs the whole process; returns the exit code.
@@ -150,10 +254,18 @@ pub fn run(opts: Options) -> i32 {
 }
 
 async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> i32 {
-    let server = Server::new(config.clone(), concurrency);
+    let server = Server::new(
+        config.clone(),
+        concurrency,
+        opts.drain_strategy,
+        Duration::from_secs(opts.drain_time_s),
+    );
     let mut bound = Vec::new();
     for l in &config.listeners {
         let active = ActiveListener::new(l.clone(), &server);
+        if let Ok(mut all) = server.listeners.lock() {
+            all.push(active.clone());
+        }
         if !l.bind_to_port {
             continue;
         }

@@ -7,10 +7,14 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::bootstrap::cli::DrainStrategy;
 use crate::config::ServerConfig;
+use crate::config::listener::{DrainType, TrafficDirection};
+use crate::listener::ActiveListener;
 use crate::stats::statsd::StatsdSink;
 use crate::stats::{Gauge, Store};
 use crate::upstream::ClusterManager;
+use std::time::Duration;
 
 /// Envoy's server.state values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +38,12 @@ pub struct Server {
     pub stats: Arc<Store>,
     /// The clusters.
     pub clusters: ClusterManager,
-    /// True once draining began (watchers close connections gracefully).
-    pub drain: watch::Sender<bool>,
+    /// How connections are discouraged while draining.
+    pub drain_strategy: DrainStrategy,
+    /// `--drain-time-s`.
+    pub drain_time: Duration,
+    /// Every active listener.
+    pub listeners: std::sync::Mutex<Vec<Arc<ActiveListener>>>,
     /// Set by /healthcheck/fail.
     pub health_failed: AtomicBool,
     /// Start time.
@@ -55,7 +63,12 @@ pub struct Server {
 impl Server {
     /// Builds the server state and its clusters (must run inside a tokio runtime: DNS clusters
     /// start resolving).
-    pub fn new(config: Arc<ServerConfig>, concurrency: usize) -> Arc<Self> {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        concurrency: usize,
+        drain_strategy: DrainStrategy,
+        drain_time: Duration,
+    ) -> Arc<Self> {
         let mut store = Store::new(config.tags.clone(), config.stats_matcher.clone())
             .with_buckets(config.histogram_buckets.clone());
         let mut sinks = Vec::new();
@@ -84,7 +97,9 @@ impl Server {
             config,
             stats,
             clusters,
-            drain: watch::channel(false).0,
+            drain_strategy,
+            drain_time,
+            listeners: Default::default(),
             health_failed: AtomicBool::new(false),
             started: Instant::now(),
             state,
@@ -107,15 +122,47 @@ impl Server {
         self.bound.lock().ok()?.get(name).copied()
     }
 
-    /// Whether draining began.
-    pub fn draining(&self) -> bool {
-        *self.drain.borrow()
-    }
-
-    /// Starts draining: listeners stop accepting new work gracefully.
+    /// Server shutdown: every listener stops accepting and discourages its connections.
     pub fn start_drain(&self) {
         self.state.set(ServerState::Draining as i64);
-        let _ = self.drain.send(true);
+        for l in self.active_listeners() {
+            l.stop_accepting();
+            l.drain.start();
+        }
+    }
+
+    /// `/drain_listeners`: drains the listeners it selects (INBOUND ones with `inboundonly`;
+    /// never MODIFY_ONLY ones). `graceful` discourages connections for the drain time and then
+    /// stops accepting (unless `skip_exit`); otherwise accepting stops at once.
+    pub fn drain_listeners(self: &Arc<Self>, inbound_only: bool, graceful: bool, skip_exit: bool) {
+        let selected: Vec<_> = self
+            .active_listeners()
+            .into_iter()
+            .filter(|l| l.config.drain_type == DrainType::Default)
+            .filter(|l| !inbound_only || l.config.traffic_direction == TrafficDirection::Inbound)
+            .collect();
+        if !graceful {
+            for l in &selected {
+                l.stop_accepting();
+            }
+            return;
+        }
+        for l in &selected {
+            l.drain.start();
+        }
+        if !skip_exit {
+            let time = self.drain_time;
+            tokio::spawn(async move {
+                tokio::time::sleep(time).await;
+                for l in selected {
+                    l.stop_accepting();
+                }
+            });
+        }
+    }
+
+    fn active_listeners(&self) -> Vec<Arc<ActiveListener>> {
+        self.listeners.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Asks the process to drain and exit.

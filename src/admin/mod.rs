@@ -81,7 +81,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Handles one admin request.
-pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let params = query_params(req.uri().query());
     let has = |k: &str| params.iter().any(|(p, _)| p == k);
@@ -257,10 +257,7 @@ pub fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             text("OK\n")
         }
         "/drain_listeners" => {
-            if has("inboundonly") {
-                return reply(StatusCode::OK, "text/plain", "OK\n");
-            }
-            server.start_drain();
+            server.drain_listeners(has("inboundonly"), has("graceful"), has("skip_exit"));
             text("OK\n")
         }
         "/logging" => crate::app::logging_admin(&params),
@@ -365,11 +362,11 @@ fn clusters(server: &Server, json: bool) -> Response<Body> {
             out.push_str(&format!("{name}::added_via_api::false\n"));
         }
         let mut hosts = Vec::new();
-        for h in c.hosts.load().iter() {
+        for h in c.hosts.load().all() {
             if json {
-                hosts.push(serde_json::json!({"address": h.to_string(), "weight": h.weight, "health_status": {"eds_health_status": "HEALTHY"}, "stats": [{"name": "rq_active", "value": h.active_requests.load(Ordering::Relaxed)}]}));
+                hosts.push(serde_json::json!({"address": h.to_string(), "weight": h.weight, "health_status": {"eds_health_status": if h.healthy { "HEALTHY" } else { "UNHEALTHY" }}, "stats": [{"name": "rq_active", "value": h.active_requests.load(Ordering::Relaxed)}]}));
             } else {
-                out.push_str(&format!("{name}::{h}::rq_active::{}\n{name}::{h}::health_flags::healthy\n{name}::{h}::weight::{}\n", h.active_requests.load(Ordering::Relaxed), h.weight));
+                out.push_str(&format!("{name}::{h}::rq_active::{}\n{name}::{h}::health_flags::{}\n{name}::{h}::weight::{}\n", h.active_requests.load(Ordering::Relaxed), if h.healthy { "healthy" } else { "/failed_eds_health" }, h.weight));
             }
         }
         jv.push(

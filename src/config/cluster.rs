@@ -136,6 +136,12 @@ pub struct Cluster {
     pub dns_lookup_family: DnsLookupFamily,
     /// Buffer limit per connection.
     pub per_connection_buffer_limit_bytes: u32,
+    /// Panic threshold percentage (default 50; 0 disables).
+    pub healthy_panic_threshold: f64,
+    /// DNS refresh jitter upper bound.
+    pub dns_jitter: Duration,
+    /// DNS refresh period after a failed resolution.
+    pub dns_failure_refresh_rate: Option<Duration>,
     /// TCP keepalive (probes, time, interval).
     pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
     /// The original proto, for /config_dump.
@@ -237,11 +243,6 @@ impl Cluster {
             }
             for (i, loc) in la.endpoints.iter().enumerate() {
                 let locp = index(&lp, "endpoints", i);
-                let loc_weight = loc
-                    .load_balancing_weight
-                    .as_ref()
-                    .map(|v| v.value)
-                    .unwrap_or(1);
                 for (j, lb) in loc.lb_endpoints.iter().enumerate() {
                     let ep = index(&locp, "lb_endpoints", j);
                     use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
@@ -279,7 +280,7 @@ impl Cluster {
                     endpoints.push(EndpointConfig {
                         address: addr,
                         hostname: e.hostname.clone(),
-                        weight: w.saturating_mul(loc_weight),
+                        weight: w,
                         priority: loc.priority,
                         healthy,
                     });
@@ -380,6 +381,26 @@ impl Cluster {
                 .map(|v| v.value)
                 .unwrap_or(1024 * 1024),
             tcp_keepalive,
+            healthy_panic_threshold: c
+                .common_lb_config
+                .as_ref()
+                .and_then(|l| l.healthy_panic_threshold.as_ref())
+                .map(|p| p.value)
+                .unwrap_or(50.0),
+            dns_jitter: match &c.dns_jitter {
+                Some(d) => duration(d, &join(path, "dns_jitter"))?,
+                None => Duration::ZERO,
+            },
+            dns_failure_refresh_rate: match &c.dns_failure_refresh_rate {
+                Some(r) => {
+                    let p = join(path, "dns_failure_refresh_rate");
+                    let base = r.base_interval.as_ref().ok_or_else(|| {
+                        ConfigError::new(join(&p, "base_interval"), "is required")
+                    })?;
+                    Some(duration(base, &join(&p, "base_interval"))?)
+                }
+                None => None,
+            },
             proto: c.clone(),
         })
     }

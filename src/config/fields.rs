@@ -130,7 +130,6 @@ static TABLE: &[Spec] = &[
             "address",
             "filter_chains",
             "default_filter_chain",
-            "per_connection_buffer_limit_bytes",
             "traffic_direction",
             "bind_to_port",
             "stat_prefix",
@@ -150,6 +149,10 @@ static TABLE: &[Spec] = &[
             (
                 "listener_filters_timeout",
                 "only applies to listener filters, which are refused",
+            ),
+            (
+                "per_connection_buffer_limit_bytes",
+                "a flow-control watermark: reads pause when hyper's bounded buffers fill, whatever the limit",
             ),
             (
                 "max_connections_to_accept_per_socket_event",
@@ -221,9 +224,7 @@ static TABLE: &[Spec] = &[
             "server_header_transformation",
             "max_request_headers_kb",
             "stream_idle_timeout",
-            "request_timeout",
             "request_headers_timeout",
-            "drain_timeout",
             "use_remote_address",
             "xff_num_trusted_hops",
             "internal_address_config",
@@ -240,7 +241,6 @@ static TABLE: &[Spec] = &[
             "normalize_path",
             "merge_slashes",
             "path_with_escaped_slashes_action",
-            "delayed_close_timeout",
             "forward_client_cert_details",
             "set_current_client_cert_details",
         ],
@@ -505,7 +505,6 @@ static TABLE: &[Spec] = &[
             "load_assignment",
             "circuit_breakers",
             "typed_extension_protocol_options",
-            "per_connection_buffer_limit_bytes",
             "dns_lookup_family",
             "dns_refresh_rate",
             "respect_dns_ttl",
@@ -524,6 +523,10 @@ static TABLE: &[Spec] = &[
             ("metadata", INFO),
             ("track_cluster_stats", "optional extra stats only"),
             (
+                "per_connection_buffer_limit_bytes",
+                "a flow-control watermark: reads pause when hyper's bounded buffers fill, whatever the limit",
+            ),
+            (
                 "typed_dns_resolver_config",
                 "refused unless it is the default c-ares resolver (checked by the converter)",
             ),
@@ -531,17 +534,8 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",
-        supported: &[],
-        ignored: &[
-            (
-                "healthy_panic_threshold",
-                "no host is ever marked unhealthy, so panic mode never applies",
-            ),
-            (
-                "locality_weighted_lb_config",
-                "static load assignments have one locality weight",
-            ),
-        ],
+        supported: &["healthy_panic_threshold"],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.cluster.v3.CircuitBreakers",
@@ -567,13 +561,14 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        supported: &[
-            "locality",
-            "lb_endpoints",
-            "load_balancing_weight",
-            "priority",
+        supported: &["locality", "lb_endpoints", "priority"],
+        ignored: &[
+            ("metadata", INFO),
+            (
+                "load_balancing_weight",
+                "locality weights only apply with locality_weighted_lb_config, which is refused",
+            ),
         ],
-        ignored: &[("metadata", INFO)],
     },
     Spec {
         message: "envoy.config.endpoint.v3.LbEndpoint",
@@ -620,8 +615,6 @@ static TABLE: &[Spec] = &[
             "max_concurrent_streams",
             "initial_stream_window_size",
             "initial_connection_window_size",
-            "hpack_table_size",
-            "allow_connect",
         ],
         ignored: &[],
     },

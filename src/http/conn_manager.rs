@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
@@ -17,9 +18,80 @@ use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
 use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
 use crate::config::filters::HttpFilter;
-use crate::config::hcm::{Codec, HcmConfig, ServerHeader};
+use crate::config::hcm::{Codec, HcmConfig, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, Redirect, RedirectPath};
+use crate::listener::drain::DrainWatch;
 use crate::server::Server;
+
+/// Active streams and the time the connection last went idle, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    active: AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+    protocol_counted: AtomicBool,
+    h2: AtomicBool,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+            protocol_counted: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Activity {
+    fn start(self: &Arc<Self>, stats: &HcmStats, version: Version) -> ActiveStream {
+        if !self.protocol_counted.swap(true, Ordering::Relaxed) {
+            if version == Version::HTTP_2 {
+                stats.downstream_cx_http2_total.inc();
+                self.h2.store(true, Ordering::Relaxed);
+            } else {
+                stats.downstream_cx_http1_total.inc();
+            }
+        }
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveStream(self.clone())
+    }
+
+    /// Whether a draining connection can be told to go away now: an HTTP/2 connection once it
+    /// has served a stream (GOAWAY lets in-flight streams finish), an HTTP/1.1 connection once
+    /// it is idle between requests (a busy one closes after its response, which carries
+    /// `Connection: close`). A connection that has sent nothing yet is served first.
+    fn may_go_away(&self) -> bool {
+        self.protocol_counted.load(Ordering::Relaxed)
+            && (self.h2.load(Ordering::Relaxed) || self.active.load(Ordering::Acquire) == 0)
+    }
+
+    /// Time left before the connection counts as idle for `timeout` (zero when it is).
+    fn idle_remaining(&self, timeout: Duration) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return timeout;
+        }
+        let since = self
+            .idle_since
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| Instant::now());
+        timeout.saturating_sub(since.elapsed())
+    }
+}
+
+/// One active stream; dropping it (when its response body is done) may make the connection idle.
+struct ActiveStream(Arc<Activity>);
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut t) = self.0.idle_since.lock()
+        {
+            *t = Instant::now();
+        }
+    }
+}
 
 /// An HCM config with its stats, shared by every connection of a filter chain.
 #[derive(Debug)]
@@ -55,18 +127,37 @@ impl HttpConnectionManager {
     }
 
     /// Serves one connection until it closes or the server drains.
-    pub async fn serve<IO>(self: Arc<Self>, server: Arc<Server>, io: IO, remote: SocketAddr)
-    where
+    pub async fn serve<IO>(
+        self: Arc<Self>,
+        server: Arc<Server>,
+        io: IO,
+        remote: SocketAddr,
+        drain: DrainWatch,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.stats.downstream_cx_total.inc();
         self.stats.downstream_cx_active.inc();
+        let activity = Arc::new(Activity::default());
         let hcm = self.clone();
         let srv = server.clone();
+        let conn_drain = drain.clone();
+        let conn_activity = activity.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let srv = srv.clone();
-            async move { Ok::<_, std::convert::Infallible>(hcm.handle(&srv, req, remote).await) }
+            let drain = conn_drain.clone();
+            let activity = conn_activity.clone();
+            async move {
+                let guard = activity.start(&hcm.stats, req.version());
+                let resp = hcm.handle(&srv, req, remote, &drain).await;
+                // The stream stays active until its response body is fully sent.
+                let (parts, body) = resp.into_parts();
+                Ok::<_, std::convert::Infallible>(Response::from_parts(
+                    parts,
+                    super::with_guard(body, guard),
+                ))
+            }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let cfg = &self.config;
@@ -91,19 +182,43 @@ impl HttpConnectionManager {
         };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut drain = server.drain.subscribe();
+        let mut drain = drain;
         let idle = cfg.idle_timeout;
-        let _ = idle;
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("downstream connection error: {e}");
+        let mut shutting_down = false;
+        let mut drain_pending = false;
+        let mut recheck = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let idle_check = async {
+                match idle {
+                    Some(d) => tokio::time::sleep(activity.idle_remaining(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("downstream connection error: {e}");
+                    }
+                    break;
+                }
+                _ = drain.wait_close(), if !shutting_down && !drain_pending => {
+                    drain_pending = true;
+                }
+                _ = recheck.tick(), if drain_pending && !shutting_down => {}
+                _ = idle_check, if !shutting_down => {
+                    if let Some(d) = idle
+                        && activity.idle_remaining(d).is_zero()
+                    {
+                        self.stats.downstream_cx_idle_timeout.inc();
+                        conn.as_mut().graceful_shutdown();
+                        shutting_down = true;
+                    }
                 }
             }
-            _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            if drain_pending && !shutting_down && activity.may_go_away() {
                 self.stats.downstream_cx_drain_close.inc();
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                shutting_down = true;
             }
         }
         self.stats.downstream_cx_active.dec();
@@ -114,6 +229,7 @@ impl HttpConnectionManager {
         server: &Server,
         mut req: Request<Incoming>,
         remote: SocketAddr,
+        drain: &DrainWatch,
     ) -> Response<Body> {
         let start = Instant::now();
         let stats = &self.stats;
@@ -152,6 +268,9 @@ impl HttpConnectionManager {
             super::compressor::apply(&self.compressors, chosen, head, resp)
         };
         let status = resp.status().as_u16();
+        if resp.extensions().get::<ResponseFlag>() == Some(&ResponseFlag::StreamIdleTimeout) {
+            stats.downstream_rq_idle_timeout.inc();
+        }
         let headers = resp.headers_mut();
         match cfg.server_header {
             ServerHeader::Overwrite => {
@@ -168,8 +287,11 @@ impl HttpConnectionManager {
             }
             ServerHeader::PassThrough => {}
         }
-        if server.draining() && version != Version::HTTP_2 {
+        if version != Version::HTTP_2 && drain.should_close() {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(via) = &cfg.via {
+            append_header(resp.headers_mut(), http::header::VIA, via);
         }
         stats.response(status);
         stats.downstream_rq_completed.inc();
@@ -178,6 +300,73 @@ impl HttpConnectionManager {
             .downstream_rq_time
             .record(start.elapsed().as_secs_f64() * 1000.0);
         resp
+    }
+
+    /// Header-name and path checks before routing: underscores, normalization, `via`.
+    fn sanitize(
+        &self,
+        req: &mut Request<Incoming>,
+        path: &mut String,
+        grpc: bool,
+    ) -> Option<Response<Body>> {
+        let cfg = &self.config;
+        if cfg.reject_underscore_headers != UnderscoreAction::Allow {
+            let with_underscore: Vec<http::HeaderName> = req
+                .headers()
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
+            if !with_underscore.is_empty() {
+                if cfg.reject_underscore_headers == UnderscoreAction::RejectRequest {
+                    self.stats
+                        .requests_rejected_with_underscores_in_headers
+                        .inc();
+                    return Some(local_reply(
+                        400,
+                        "",
+                        grpc,
+                        Some(ResponseFlag::DownstreamProtocolError),
+                    ));
+                }
+                for k in with_underscore {
+                    req.headers_mut().remove(&k);
+                    self.stats.dropped_headers_with_underscores.inc();
+                }
+            }
+        }
+        if cfg.normalize_path || cfg.merge_slashes {
+            let Some(normalized) =
+                super::path::normalize(path, cfg.normalize_path, cfg.merge_slashes)
+            else {
+                return Some(local_reply(
+                    400,
+                    "",
+                    grpc,
+                    Some(ResponseFlag::DownstreamProtocolError),
+                ));
+            };
+            if normalized != *path {
+                let mut parts = req.uri().clone().into_parts();
+                parts.path_and_query = normalized.parse().ok();
+                match http::Uri::from_parts(parts) {
+                    Ok(u) => *req.uri_mut() = u,
+                    Err(_) => {
+                        return Some(local_reply(
+                            400,
+                            "",
+                            grpc,
+                            Some(ResponseFlag::DownstreamProtocolError),
+                        ));
+                    }
+                }
+                *path = normalized;
+            }
+        }
+        if let Some(via) = &cfg.via {
+            append_header(req.headers_mut(), http::header::VIA, via);
+        }
+        None
     }
 
     async fn route(
@@ -203,11 +392,14 @@ impl HttpConnectionManager {
             .map(str::to_string)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let path = req
+        let mut path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
+        if let Some(reply) = self.sanitize(&mut req, &mut path, grpc) {
+            return reply;
+        }
         let method = req.method().as_str().to_string();
         let upgrade_type = upgrade_type(&req);
         let version = req.version();
@@ -287,6 +479,7 @@ impl HttpConnectionManager {
                     upgrade,
                     envoy_headers: !cfg.router.suppress_envoy_headers,
                     attempt_count: vh.include_request_attempt_count,
+                    idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
                 };
                 let mut resp = forward(&f, cluster, req, version).await;
                 if let Some(w) = weighted {
@@ -308,6 +501,22 @@ impl HttpConnectionManager {
             resp.headers_mut().insert("x-request-id", id);
         }
         resp
+    }
+}
+
+/// Appends `value` to a comma-separated header.
+fn append_header(headers: &mut http::HeaderMap, name: http::HeaderName, value: &HeaderValue) {
+    let joined = match headers.get(&name) {
+        Some(existing) if !existing.is_empty() => {
+            let mut v = existing.as_bytes().to_vec();
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(value.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(value.clone()),
+    };
+    if let Some(v) = joined {
+        headers.insert(name, v);
     }
 }
 

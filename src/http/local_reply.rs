@@ -27,6 +27,8 @@ pub enum ResponseFlag {
     UpstreamConnectionTermination,
     /// DPE: downstream protocol error.
     DownstreamProtocolError,
+    /// SI: stream idle timeout.
+    StreamIdleTimeout,
 }
 
 impl ResponseFlag {
@@ -42,6 +44,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamRemoteReset => "UR",
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::DownstreamProtocolError => "DPE",
+            ResponseFlag::StreamIdleTimeout => "SI",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod compressor;
 pub mod conn_manager;
 pub mod headers;
 pub mod local_reply;
+pub mod path;
 pub mod route_match;
 pub mod router;
 pub mod stats;
@@ -28,4 +29,38 @@ pub fn empty_body() -> Body {
 /// A body of `b`.
 pub fn full_body(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+pin_project_lite::pin_project! {
+    /// A body that keeps `guard` alive until the body is dropped.
+    struct Guarded<G> {
+        #[pin]
+        inner: Body,
+        guard: G,
+    }
+}
+
+impl<G> hyper::body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps `body` so `guard` is dropped with it.
+pub fn with_guard<G: Send + Sync + 'static>(body: Body, guard: G) -> Body {
+    Guarded { inner: body, guard }.boxed()
 }

@@ -1,8 +1,10 @@
 //! The router filter: picks the cluster and host, applies rewrites, forwards the request over a
 //! pooled connection, and maps every failure to a local reply.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -13,7 +15,7 @@ use super::{Body, BoxError};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterSpecifier, HostRewrite, RouteAction, WeightedCluster};
 use crate::upstream::pool::{PoolError, UpstreamBody};
-use crate::upstream::{ClusterManager, ClusterRuntime};
+use crate::upstream::{ClusterManager, ClusterRuntime, Host, RequestGuard};
 
 /// What the router needs besides the request.
 pub struct Forward<'a> {
@@ -29,6 +31,8 @@ pub struct Forward<'a> {
     pub envoy_headers: bool,
     /// Add x-envoy-attempt-count upstream.
     pub attempt_count: bool,
+    /// Stream idle timeout (route override or the HCM's).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Chooses the target cluster name; for weighted clusters, also the chosen entry.
@@ -73,7 +77,7 @@ pub async fn forward(
             Some(ResponseFlag::NoHealthyUpstream),
         );
     };
-    let Some(_rq_guard) = cluster.try_start_request() else {
+    let Some(rq_guard) = cluster.try_start_request() else {
         stats.upstream_rq_pending_overflow.inc();
         return local_reply(
             503,
@@ -131,20 +135,21 @@ pub async fn forward(
     }
     let upstream_req = Request::from_parts(parts, body.boxed());
     stats.upstream_rq_total.inc();
-    host.active_requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    host.active_requests.fetch_add(1, Ordering::Relaxed);
+    let guard = StreamGuard {
+        _request: rq_guard,
+        host: host.clone(),
+    };
     let started = Instant::now();
     let result = send(
-        cluster,
         &host,
         upstream_req,
         use_h2,
         f.upgrade,
         f.action.timeout,
+        f.idle_timeout,
     )
     .await;
-    host.active_requests
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok((mut resp, release)) => {
@@ -162,6 +167,7 @@ pub async fn forward(
             {
                 let up = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
+                    let _guard = guard;
                     if let (Ok(d), Ok(u)) = (down.await, up.await) {
                         let mut d = hyper_util::rt::TokioIo::new(d);
                         let mut u = hyper_util::rt::TokioIo::new(u);
@@ -173,17 +179,14 @@ pub async fn forward(
             }
             let (mut parts, body) = resp.into_parts();
             super::headers::strip_hop_by_hop(&mut parts.headers, false);
-            let mut release = release;
-            if hyper::body::Body::is_end_stream(&body)
-                && let Some(f) = release.take()
-            {
-                f();
-            }
-            let body = ReleaseBody {
+            let mut body = StreamBody {
                 inner: body,
                 release,
+                guard: Some(guard),
+                idle: f.idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             };
-            Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+            body.finish_if_ended();
+            Response::from_parts(parts, body.boxed())
         }
         Err(SendError::Timeout) => {
             stats.upstream_rq_timeout.inc();
@@ -195,6 +198,12 @@ pub async fn forward(
                 Some(ResponseFlag::UpstreamRequestTimeout),
             )
         }
+        Err(SendError::Idle) => local_reply(
+            408,
+            "stream timeout",
+            f.grpc,
+            Some(ResponseFlag::StreamIdleTimeout),
+        ),
         Err(SendError::Pool(PoolError::PendingOverflow)) => {
             stats.response_code(503);
             local_reply(
@@ -231,19 +240,35 @@ pub async fn forward(
 
 enum SendError {
     Timeout,
+    Idle,
     Pool(PoolError),
     Reset(hyper::Error),
 }
 
 type Release = Option<Box<dyn FnOnce() + Send + Sync>>;
 
+/// Holds the request's circuit-breaker slot and the host's active-request count until the
+/// response stream ends.
+struct StreamGuard {
+    _request: RequestGuard,
+    host: Arc<Host>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.host.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends one request over a pooled connection, waiting for response headers at most the
+/// route timeout and the stream idle timeout, whichever is shorter.
 async fn send(
-    cluster: &Arc<ClusterRuntime>,
-    host: &Arc<crate::upstream::Host>,
+    host: &Arc<Host>,
     req: Request<UpstreamBody>,
     h2: bool,
     upgrade: bool,
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
+    idle: Option<Duration>,
 ) -> Result<(Response<Incoming>, Release), SendError> {
     let fut = async {
         if h2 {
@@ -262,7 +287,6 @@ async fn send(
                 .await
                 .map_err(SendError::Reset)?;
             let host = host.clone();
-            let _ = cluster;
             let release: Release = if upgrade {
                 None
             } else {
@@ -271,43 +295,88 @@ async fn send(
             Ok((resp, release))
         }
     };
-    match timeout {
-        Some(t) => tokio::time::timeout(t, fut)
-            .await
-            .unwrap_or(Err(SendError::Timeout)),
+    let (limit, err) = match (timeout, idle) {
+        (Some(t), Some(i)) if i < t => (Some(i), SendError::Idle),
+        (Some(t), _) => (Some(t), SendError::Timeout),
+        (None, Some(i)) => (Some(i), SendError::Idle),
+        (None, None) => (None, SendError::Timeout),
+    };
+    match limit {
+        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or(Err(err)),
         None => fut.await,
     }
 }
 
 pin_project_lite::pin_project! {
-    /// Returns the HTTP/1.1 connection to its pool once the response body has been read to
-    /// the end; a body dropped early closes the connection instead.
-    struct ReleaseBody {
+    /// The upstream response body on its way downstream: returns the HTTP/1.1 connection to
+    /// its pool once read to the end (a body dropped early closes the connection instead),
+    /// releases the request's slots, and resets the stream when no data moves for the idle
+    /// timeout.
+    struct StreamBody {
         #[pin]
         inner: Incoming,
         release: Release,
+        guard: Option<StreamGuard>,
+        idle: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
     }
 }
 
-impl hyper::body::Body for ReleaseBody {
+impl StreamBody {
+    fn finish_if_ended(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            if let Some(f) = self.release.take() {
+                f();
+            }
+            self.guard.take();
+        }
+    }
+}
+
+/// The error a stream gets when its idle timeout passes.
+#[derive(Debug, thiserror::Error)]
+#[error("stream idle timeout")]
+pub struct StreamIdleTimeout;
+
+impl hyper::body::Body for StreamBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
         let mut this = self.project();
         let r = this.inner.as_mut().poll_frame(cx);
+        match &r {
+            Poll::Pending => {
+                if let Some((_, sleep)) = this.idle.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    this.guard.take();
+                    return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some((d, sleep)) = this.idle.as_mut() {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                }
+            }
+            _ => {}
+        }
         let done = match &r {
-            std::task::Poll::Ready(None) => true,
-            std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
             _ => false,
         };
-        if done && let Some(f) = this.release.take() {
-            f();
+        if done {
+            if let Some(f) = this.release.take() {
+                f();
+            }
+            this.guard.take();
         }
-        r
+        r.map(|o| o.map(|res| res.map_err(|e| Box::new(e) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {

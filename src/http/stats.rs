@@ -21,6 +21,8 @@ pub struct HcmStats {
     pub downstream_cx_upgrades_active: Arc<Gauge>,
     /// downstream_cx_protocol_error
     pub downstream_cx_protocol_error: Arc<Counter>,
+    /// downstream_cx_idle_timeout
+    pub downstream_cx_idle_timeout: Arc<Counter>,
     /// downstream_cx_drain_close
     pub downstream_cx_drain_close: Arc<Counter>,
     /// downstream_rq_total
@@ -47,6 +49,10 @@ pub struct HcmStats {
     pub rq_direct_response: Arc<Counter>,
     /// rq_redirect
     pub rq_redirect: Arc<Counter>,
+    /// requests_rejected_with_underscores_in_headers
+    pub requests_rejected_with_underscores_in_headers: Arc<Counter>,
+    /// dropped_headers_with_underscores
+    pub dropped_headers_with_underscores: Arc<Counter>,
     /// downstream_rq_1xx..5xx
     pub by_class: [Arc<Counter>; 5],
 }
@@ -66,6 +72,7 @@ impl HcmStats {
             downstream_cx_upgrades_active: g("downstream_cx_upgrades_active"),
             downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
             downstream_cx_drain_close: c("downstream_cx_drain_close"),
+            downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
             downstream_rq_total: c("downstream_rq_total"),
             downstream_rq_http1_total: c("downstream_rq_http1_total"),
             downstream_rq_http2_total: c("downstream_rq_http2_total"),
@@ -78,6 +85,10 @@ impl HcmStats {
             no_cluster: c("no_cluster"),
             rq_direct_response: c("rq_direct_response"),
             rq_redirect: c("rq_redirect"),
+            requests_rejected_with_underscores_in_headers: c(
+                "requests_rejected_with_underscores_in_headers",
+            ),
+            dropped_headers_with_underscores: c("dropped_headers_with_underscores"),
             by_class: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),

@@ -1,6 +1,7 @@
 //! Listeners: bind (one SO_REUSEPORT socket per worker), accept, pick the filter chain, run its
 //! network filters.
 
+pub mod drain;
 pub mod filter_chain_match;
 
 use std::net::SocketAddr;
@@ -32,6 +33,10 @@ pub struct ActiveListener {
     chains: Vec<ActiveChain>,
     default_chain: Option<ActiveChain>,
     stats: ListenerStats,
+    /// Drain state of its connections.
+    pub drain: drain::Drain,
+    /// Set to stop accepting.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -70,8 +75,15 @@ impl ActiveListener {
                 no_filter_chain_match: s.counter(&format!("{p}no_filter_chain_match")),
                 downstream_cx_overflow: s.counter(&format!("{p}downstream_cx_overflow")),
             },
+            drain: drain::Drain::new(server.drain_strategy, server.drain_time),
+            stop: tokio::sync::watch::channel(false).0,
             config,
         })
+    }
+
+    /// Stops accepting new connections (existing ones continue).
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
     }
 
     /// Binds one socket for a worker at `addr` (the configured address, or the port the first
@@ -99,11 +111,11 @@ impl ActiveListener {
 
     /// Accepts until the server drains.
     pub async fn accept_loop(self: Arc<Self>, server: Arc<Server>, listener: TcpListener) {
-        let mut drain = server.drain.subscribe();
+        let mut stop = self.stop.subscribe();
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
-                _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => return,
+                _ = async { stop.wait_for(|d| *d).await.map(|_| ()) } => return,
             };
             let (stream, remote) = match accepted {
                 Ok(v) => v,
@@ -157,7 +169,11 @@ impl ActiveListener {
         self.stats.downstream_cx_active.inc();
         ACTIVE_DOWNSTREAM.fetch_add(1, Ordering::Relaxed);
         match chain {
-            ActiveChain::Http(h) => h.clone().serve(server, stream, remote).await,
+            ActiveChain::Http(h) => {
+                h.clone()
+                    .serve(server, stream, remote, self.drain.subscribe())
+                    .await
+            }
             ActiveChain::Tcp(t) => t.clone().serve(server, stream).await,
         }
         ACTIVE_DOWNSTREAM.fetch_sub(1, Ordering::Relaxed);

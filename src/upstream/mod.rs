@@ -1,6 +1,7 @@
 //! Upstream: the cluster manager, hosts, load balancing, circuit breakers and connection pools.
 
 pub mod connect;
+pub mod host_set;
 pub mod lb;
 pub mod pool;
 pub mod stats;
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -29,10 +31,33 @@ pub struct Host {
     pub hostname: String,
     /// LB weight.
     pub weight: u32,
+    /// Health from config (UNHEALTHY, DRAINING and TIMEOUT hosts are not healthy).
+    pub healthy: bool,
     /// Requests in flight.
     pub active_requests: AtomicU64,
     /// Its connection pool.
     pub pool: Pool,
+}
+
+impl host_set::HostHealth for Host {
+    fn healthy(&self) -> bool {
+        self.healthy
+    }
+}
+
+/// One host as discovery reports it.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// Where.
+    pub target: Target,
+    /// Hostname.
+    pub hostname: String,
+    /// Weight.
+    pub weight: u32,
+    /// Healthy.
+    pub healthy: bool,
+    /// Priority level.
+    pub priority: u32,
 }
 
 impl LbHost for Arc<Host> {
@@ -58,8 +83,8 @@ impl std::fmt::Display for Host {
 pub struct ClusterRuntime {
     /// The config.
     pub config: Arc<Cluster>,
-    /// Healthy hosts (swapped whole on DNS changes).
-    pub hosts: ArcSwap<Vec<Arc<Host>>>,
+    /// Hosts by priority (swapped whole on membership changes).
+    pub hosts: ArcSwap<host_set::HostSet<Host>>,
     /// Balancer state.
     pub lb: LbState,
     /// Stats.
@@ -74,7 +99,7 @@ impl ClusterRuntime {
     fn new(config: Arc<Cluster>, store: &Arc<Store>) -> Arc<Self> {
         let stats = Arc::new(ClusterStats::new(store, &config.stat_name));
         let rt = Arc::new(Self {
-            hosts: ArcSwap::from_pointee(Vec::new()),
+            hosts: ArcSwap::from_pointee(host_set::HostSet::default()),
             lb: LbState::default(),
             stats,
             open_requests: AtomicU64::new(0),
@@ -92,7 +117,13 @@ impl ClusterRuntime {
                         HostAddress::Pipe(p) => Target::Pipe(p.clone()),
                         HostAddress::Dns(..) => return None,
                     };
-                    Some((target, e.hostname.clone(), e.weight, e.healthy))
+                    Some(HostSpec {
+                        target,
+                        hostname: e.hostname.clone(),
+                        weight: e.weight,
+                        healthy: e.healthy,
+                        priority: e.priority,
+                    })
                 })
                 .collect();
             rt.set_hosts(hosts);
@@ -101,47 +132,47 @@ impl ClusterRuntime {
     }
 
     /// Replaces the host set, keeping the pools of hosts that stay.
-    pub fn set_hosts(self: &Arc<Self>, hosts: Vec<(Target, String, u32, bool)>) {
+    pub fn set_hosts(self: &Arc<Self>, hosts: Vec<HostSpec>) {
         let old = self.hosts.load();
-        let total = hosts.len();
-        let mut next = Vec::new();
-        for (target, hostname, weight, healthy) in hosts {
-            if !healthy {
-                continue;
-            }
-            let same = old
-                .iter()
-                .find(|h| same_target(&h.target, &target) && h.weight == weight);
-            next.push(match same {
+        let mut next = Vec::with_capacity(hosts.len());
+        for spec in hosts {
+            let same = old.all().find(|h| {
+                same_target(&h.target, &spec.target)
+                    && h.weight == spec.weight
+                    && h.healthy == spec.healthy
+            });
+            let host = match same {
                 Some(h) => h.clone(),
                 None => Arc::new(Host {
                     pool: Pool::new(
                         self.config.clone(),
                         self.stats.clone(),
                         self.limits.clone(),
-                        target.clone(),
+                        spec.target.clone(),
                     ),
-                    target,
-                    hostname,
-                    weight,
+                    target: spec.target,
+                    hostname: spec.hostname,
+                    weight: spec.weight,
+                    healthy: spec.healthy,
                     active_requests: AtomicU64::new(0),
                 }),
-            });
+            };
+            next.push((spec.priority, host));
         }
+        let set = host_set::HostSet::new(next, self.config.healthy_panic_threshold);
+        let (total, healthy) = set.counts();
         self.stats.membership_total.set(total as i64);
-        self.stats.membership_healthy.set(next.len() as i64);
-        self.hosts.store(Arc::new(next));
+        self.stats.membership_healthy.set(healthy as i64);
+        self.hosts.store(Arc::new(set));
     }
 
-    /// Picks a host, or None when the cluster has no healthy host.
+    /// Picks a host, or None when the cluster has no host to send to.
     pub fn choose_host(&self) -> Option<Arc<Host>> {
-        let hosts = self.hosts.load();
-        if hosts.is_empty() {
-            return None;
-        }
+        let set = self.hosts.load();
+        let hosts = set.candidates(fastrand::u64(..))?;
         let i = self
             .lb
-            .pick(self.config.lb_policy, &hosts, || fastrand::u64(..));
+            .pick(self.config.lb_policy, hosts, || fastrand::u64(..));
         Some(hosts[i].clone())
     }
 
@@ -226,7 +257,8 @@ impl ClusterManager {
 async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
     loop {
         let Some(rt) = weak.upgrade() else { return };
-        let period = rt.config.dns_refresh_rate;
+        let mut period = rt.config.dns_refresh_rate;
+        let mut failed = false;
         let mut hosts = Vec::new();
         for e in &rt.config.endpoints {
             let HostAddress::Dns(name, port) = &e.address else {
@@ -240,17 +272,35 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
                         addrs.truncate(1);
                     }
                     for a in addrs {
-                        hosts.push((Target::Socket(a), name.clone(), e.weight, e.healthy));
+                        hosts.push(HostSpec {
+                            target: Target::Socket(a),
+                            hostname: name.clone(),
+                            weight: e.weight,
+                            healthy: e.healthy,
+                            priority: e.priority,
+                        });
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}")
+                    failed = true;
+                    tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}");
                 }
             }
         }
-        rt.set_hosts(hosts);
+        if failed && hosts.is_empty() {
+            // Keep the last good hosts; retry at the failure refresh rate.
+            period = rt.config.dns_failure_refresh_rate.unwrap_or(period);
+        } else {
+            rt.set_hosts(hosts);
+        }
+        let jitter = rt.config.dns_jitter;
         drop(rt);
-        tokio::time::sleep(period).await;
+        let jitter = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(fastrand::u64(..jitter.as_nanos() as u64))
+        };
+        tokio::time::sleep(period + jitter).await;
     }
 }
 

@@ -110,7 +110,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         http_listener("in", vhosts, ""),
         cluster("slow", &[up], "")
     );
-    let mut p = Proxy::start(&yaml);
+    let mut p = Proxy::start_with(&yaml, &["--drain-strategy", "immediate"]);
     let addr = p.listener("in").await;
     let inflight = tokio::spawn(async move { get(addr, "/sleep/700").await });
     p.wait_stat("http.in.downstream_rq_active", 1).await;

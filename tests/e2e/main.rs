@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod hcm;
 mod http;
 mod istio;
 mod support;

@@ -1,0 +1,304 @@
+//! Connection-manager behaviours: timeouts, path normalization, header rules, compression,
+//! draining.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+fn routes_to(cluster: &str, extra: &str) -> String {
+    format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: {cluster}{extra}}}\n"
+    )
+}
+
+fn one(hcm_extra: &str, route_extra: &str, up: std::net::SocketAddr) -> String {
+    format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("b", route_extra), hcm_extra),
+        cluster("b", &[up], "")
+    )
+}
+
+#[tokio::test]
+async fn stream_idle_timeout_answers_408_before_response_headers() {
+    let up = echo_upstream("slow").await;
+    let p = Proxy::start(&one(
+        "          stream_idle_timeout: 0.2s\n",
+        ", timeout: 5s",
+        up,
+    ));
+    let addr = p.listener("in").await;
+    let (s, _, b) = get(addr, "/sleep/1500").await;
+    assert_eq!((s, b.as_str()), (408, "stream timeout"));
+    p.wait_stat("http.in.downstream_rq_idle_timeout", 1).await;
+    // A route idle_timeout overrides the connection manager's.
+    let p2 = Proxy::start(&one(
+        "          stream_idle_timeout: 0.2s\n",
+        ", idle_timeout: 3s",
+        up,
+    ));
+    assert_eq!(get(p2.listener("in").await, "/sleep/500").await.0, 200);
+}
+
+#[tokio::test]
+async fn connection_idle_timeout_closes_idle_connections() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one(
+        "          common_http_protocol_options: {idle_timeout: 0.3s}\n",
+        "",
+        up,
+    ));
+    let addr = p.listener("in").await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle now: the proxy closes the connection after about 0.3s.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    p.wait_stat("http.in.downstream_cx_idle_timeout", 1).await;
+}
+
+#[tokio::test]
+async fn normalize_path_and_merge_slashes() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one(
+        "          normalize_path: true\n          merge_slashes: true\n",
+        "",
+        up,
+    ));
+    let addr = p.listener("in").await;
+    let (s, _, body) = get(addr, "/a/./b/../c//d/%7Eu?q=/../").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["uri"], "/a/c/d/~u?q=/../");
+    assert_eq!(get(addr, "/../etc").await.0, 400);
+}
+
+#[tokio::test]
+async fn headers_with_underscores_are_rejected_or_dropped_as_configured() {
+    let up = echo_upstream("a").await;
+    let reject = Proxy::start(&one(
+        "          common_http_protocol_options: {headers_with_underscores_action: REJECT_REQUEST}\n",
+        "",
+        up,
+    ));
+    let (s, _, _) = http1_request(
+        reject.listener("in").await,
+        "GET",
+        "/",
+        "h",
+        &[("x_bad", "1")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    reject
+        .wait_stat("http.in.requests_rejected_with_underscores_in_headers", 1)
+        .await;
+    let drop = Proxy::start(&one(
+        "          common_http_protocol_options: {headers_with_underscores_action: DROP_HEADER}\n",
+        "",
+        up,
+    ));
+    let (s, _, body) = http1_request(
+        drop.listener("in").await,
+        "GET",
+        "/",
+        "h",
+        &[("x_bad", "1"), ("x-good", "1")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["headers"].get("x_bad").is_none());
+    assert_eq!(v["headers"]["x-good"], "1");
+}
+
+#[tokio::test]
+async fn via_use_remote_address_and_request_id_rules() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one(
+        "          via: pilotfish-test\n          use_remote_address: true\n          always_set_request_id_in_response: true\n",
+        "",
+        up,
+    ));
+    let addr = p.listener("in").await;
+    let (_, h, body) = http1_request(
+        addr,
+        "GET",
+        "/",
+        "h",
+        &[("x-forwarded-for", "1.2.3.4"), ("x-request-id", "abc")],
+        Bytes::new(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["via"], "pilotfish-test");
+    assert_eq!(h["via"], "pilotfish-test");
+    assert_eq!(v["headers"]["x-forwarded-for"], "1.2.3.4,127.0.0.1");
+    // Loopback is internal: the request id is kept and echoed.
+    assert_eq!(v["headers"]["x-envoy-internal"], "true");
+    assert_eq!(v["headers"]["x-request-id"], "abc");
+    assert_eq!(h["x-request-id"], "abc");
+}
+
+#[tokio::test]
+async fn gzip_compressor_on_a_plain_config() {
+    let up = echo_upstream("a").await;
+    let compressor = r#"          http_filters:
+          - name: gzip
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+              compressor_library:
+                name: text
+                typed_config: {"@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip}
+              response_direction_config: {common_config: {content_type: [application/json]}}
+"#;
+    let yaml = one("", "", up).replace("          http_filters:\n", compressor);
+    let p = Proxy::start(&yaml);
+    let addr = p.listener("in").await;
+    let (_, h, _) = http1_request(
+        addr,
+        "GET",
+        "/",
+        "h",
+        &[("accept-encoding", "gzip")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(h["content-encoding"], "gzip");
+    assert!(!h.contains_key("content-length"));
+    let (_, h, body) = http1_request(addr, "GET", "/", "h", &[], Bytes::new()).await;
+    assert!(!h.contains_key("content-encoding"));
+    assert!(body.contains("\"upstream\":\"a\""));
+    p.wait_stat("http.in.compressor.text.gzip.compressed", 1)
+        .await;
+    assert_eq!(
+        p.stat("http.in.compressor.text.gzip.not_compressed").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn unhealthy_endpoints_take_no_traffic_until_panic() {
+    let a = echo_upstream("healthy").await;
+    let b = echo_upstream("unhealthy").await;
+    let c = echo_upstream("unhealthy2").await;
+    let eps = |list: &[(std::net::SocketAddr, &str)]| -> String {
+        list.iter()
+            .map(|(addr, st)| format!("        - {{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}, health_status: {st}}}\n", addr.port()))
+            .collect()
+    };
+    let cl = |name: &str, list: String, panic: &str| {
+        format!(
+            "  - name: {name}\n    connect_timeout: 1s\n{panic}    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{list}"
+        )
+    };
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}",
+        http_listener("one", &routes_to("mostly_healthy", ""), ""),
+        http_listener("two", &routes_to("mostly_unhealthy", ""), ""),
+        cl(
+            "mostly_healthy",
+            eps(&[(a, "HEALTHY"), (b, "UNHEALTHY")]),
+            "    common_lb_config: {healthy_panic_threshold: {value: 40}}\n"
+        ),
+        cl(
+            "mostly_unhealthy",
+            eps(&[(a, "HEALTHY"), (b, "UNHEALTHY"), (c, "DRAINING")]),
+            ""
+        ),
+    );
+    let p = Proxy::start(&yaml);
+    let one = p.listener("one").await;
+    for _ in 0..10 {
+        let (_, _, body) = get(one, "/").await;
+        assert!(body.contains("\"upstream\":\"healthy\""), "{body}");
+    }
+    // One of three healthy is below the default 50% panic threshold: all hosts take traffic.
+    let two = p.listener("two").await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let (_, _, body) = get(two, "/").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.insert(v["upstream"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        p.stat("cluster.mostly_unhealthy.membership_healthy").await,
+        1
+    );
+    assert_eq!(p.stat("cluster.mostly_unhealthy.membership_total").await, 3);
+}
+
+#[tokio::test]
+async fn drain_listeners_inboundonly_discourages_only_inbound_connections() {
+    let up = echo_upstream("a").await;
+    let inbound = http_listener("inbound", &routes_to("b", ""), "").replace(
+        "    filter_chains:",
+        "    traffic_direction: INBOUND\n    filter_chains:",
+    );
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}",
+        inbound,
+        http_listener("outbound", &routes_to("b", ""), ""),
+        cluster("b", &[up], "")
+    );
+    let p = Proxy::start_with(&yaml, &["--drain-strategy", "immediate"]);
+    let (i, o) = (p.listener("inbound").await, p.listener("outbound").await);
+    assert_eq!(
+        p.admin_post("/drain_listeners?inboundonly&graceful&skip_exit")
+            .await
+            .0,
+        200
+    );
+    let (s, h, _) = get(i, "/").await;
+    assert_eq!(s, 200, "a draining listener still serves");
+    assert_eq!(h["connection"], "close");
+    let (s, h, _) = get(o, "/").await;
+    assert_eq!(s, 200);
+    assert!(
+        !h.contains_key("connection"),
+        "the outbound listener is not draining"
+    );
+    // Without graceful, listeners stop accepting at once.
+    assert_eq!(p.admin_post("/drain_listeners").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(o).await.is_err(),
+        "the listener still accepts"
+    );
+    assert_eq!(
+        p.admin("/ready").await.0,
+        200,
+        "draining listeners does not stop the server"
+    );
+}
+
+#[test]
+fn invalid_component_log_level_is_an_error() {
+    let (code, _, err) = run(&[
+        "--component-log-level",
+        "nosuch:debug",
+        "--config-yaml",
+        "{}",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid component"), "{err}");
+}
