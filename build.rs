@@ -1,12 +1,15 @@
 //! Copies the descriptor set that the `envoy-types` crate ships beside its generated code into
 //! OUT_DIR, so the bootstrap loader can read YAML/JSON through the proto3 JSON mapping.
 //!
-//! The crate's source is found in cargo's registry at the version Cargo.lock pins.
+//! The crate's source is found in cargo's registry at the version Cargo.lock pins. It also
+//! compiles the project's own protos in proto/.
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=proto");
+    compile_own_protos();
     println!("cargo:rerun-if-changed=Cargo.lock");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -15,6 +18,17 @@ fn main() {
         find_registry_source(&format!("envoy-types-{version}")).join("src/generated/types.bin");
     std::fs::copy(&bin, out.join("envoy_types.bin"))
         .unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
+}
+
+/// Compiles the project's own protos (proto/) with protox and generates tonic code.
+fn compile_own_protos() {
+    let fds = protox::compile(["pilotfish/test/v1/echo.proto"], ["proto"])
+        .unwrap_or_else(|e| panic!("proto/ does not compile: {e}"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+        .expect("tonic code generation");
 }
 
 fn locked_version(lock: &Path, name: &str) -> String {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod grpc;
 mod hcm;
 mod http;
 mod istio;
