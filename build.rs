@@ -16,8 +16,9 @@ fn main() {
     let version = locked_version(&manifest.join("Cargo.lock"), "envoy-types");
     let bin =
         find_registry_source(&format!("envoy-types-{version}")).join("src/generated/types.bin");
-    std::fs::copy(&bin, out.join("envoy_types.bin"))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
+    let bytes = std::fs::read(&bin).unwrap_or_else(|e| panic!("read {}: {e}", bin.display()));
+    std::fs::write(out.join("envoy_types.bin"), strip_source_info(&bytes))
+        .expect("write descriptor set");
 }
 
 /// Compiles the project's own protos (proto/) with protox and generates tonic code.
@@ -29,6 +30,17 @@ fn compile_own_protos() {
         .build_server(true)
         .compile_fds(fds)
         .expect("tonic code generation");
+}
+
+/// Drops comments and source locations from the descriptor set: the JSON mapping does not need
+/// them, and they are most of its decoded size.
+fn strip_source_info(bytes: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let mut fds = prost_types::FileDescriptorSet::decode(bytes).expect("descriptor set decodes");
+    for f in &mut fds.file {
+        f.source_code_info = None;
+    }
+    fds.encode_to_vec()
 }
 
 fn locked_version(lock: &Path, name: &str) -> String {

@@ -4,14 +4,14 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use pilotfish::bootstrap::json::{decode, parse_yaml};
 use pilotfish::config::common::Cidr;
 use pilotfish::config::listener::{FilterChainMatch, SourceType};
 use pilotfish::config::route::RouteConfig;
-use pilotfish::http::route_match::{find_route, find_virtual_host, RequestFacts};
-use pilotfish::listener::filter_chain_match::{select, ConnectionFacts};
+use pilotfish::http::route_match::{RequestFacts, find_route, find_virtual_host};
+use pilotfish::listener::filter_chain_match::{ConnectionFacts, select};
 
 /// A route table shaped like a mesh sidecar's: many virtual hosts with several domains each,
 /// and a few routes per host with prefix, regex and header matches.
@@ -25,7 +25,9 @@ fn route_table(vhosts: usize) -> RouteConfig {
         ));
     }
     yaml.push_str("- name: allow_any\n  domains: [\"*\"]\n  routes: [{match: {prefix: /}, route: {cluster: passthrough}}]\n");
-    let (proto, _, _) = decode::<RouteConfiguration>(parse_yaml(&yaml, "bench").expect("yaml"), "", false).expect("decodes");
+    let (proto, _, _) =
+        decode::<RouteConfiguration>(parse_yaml(&yaml, "bench").expect("yaml"), "", false)
+            .expect("decodes");
     RouteConfig::from_proto(&proto, "").expect("converts")
 }
 
@@ -37,21 +39,39 @@ fn bench_routes(c: &mut Criterion) {
         c.bench_function(&format!("route_match/{n}_vhosts/prefix"), |b| {
             b.iter(|| {
                 let vh = find_virtual_host(&rc, black_box(&host)).expect("vhost");
-                let facts = RequestFacts { path: "/reviews/1", headers: &headers, method: "GET", authority: &host, scheme: "http" };
+                let facts = RequestFacts {
+                    path: "/reviews/1",
+                    headers: &headers,
+                    method: "GET",
+                    authority: &host,
+                    scheme: "http",
+                };
                 black_box(find_route(vh, &facts).expect("route").name.len())
             })
         });
         c.bench_function(&format!("route_match/{n}_vhosts/regex"), |b| {
             b.iter(|| {
                 let vh = find_virtual_host(&rc, black_box(&host)).expect("vhost");
-                let facts = RequestFacts { path: "/items/12345", headers: &headers, method: "GET", authority: &host, scheme: "http" };
+                let facts = RequestFacts {
+                    path: "/items/12345",
+                    headers: &headers,
+                    method: "GET",
+                    authority: &host,
+                    scheme: "http",
+                };
                 black_box(find_route(vh, &facts).expect("route").name.len())
             })
         });
         c.bench_function(&format!("route_match/{n}_vhosts/catch_all"), |b| {
             b.iter(|| {
                 let vh = find_virtual_host(&rc, black_box("unknown.example.com")).expect("vhost");
-                let facts = RequestFacts { path: "/", headers: &headers, method: "GET", authority: "unknown.example.com", scheme: "http" };
+                let facts = RequestFacts {
+                    path: "/",
+                    headers: &headers,
+                    method: "GET",
+                    authority: "unknown.example.com",
+                    scheme: "http",
+                };
                 black_box(find_route(vh, &facts).expect("route").name.len())
             })
         });
@@ -78,13 +98,26 @@ fn inbound_chains(ports: u16) -> Vec<FilterChainMatch> {
     let mut v = Vec::new();
     for p in 0..ports {
         for tp in ["tls", "raw_buffer"] {
-            v.push(FilterChainMatch { destination_port: Some(8000 + p), transport_protocol: tp.into(), ..empty_match() });
+            v.push(FilterChainMatch {
+                destination_port: Some(8000 + p),
+                transport_protocol: tp.into(),
+                ..empty_match()
+            });
         }
     }
-    v.push(FilterChainMatch { transport_protocol: "tls".into(), ..empty_match() });
-    v.push(FilterChainMatch { transport_protocol: "raw_buffer".into(), ..empty_match() });
     v.push(FilterChainMatch {
-        prefix_ranges: vec![Cidr { addr: "10.0.0.0".parse().expect("ip"), len: 8 }],
+        transport_protocol: "tls".into(),
+        ..empty_match()
+    });
+    v.push(FilterChainMatch {
+        transport_protocol: "raw_buffer".into(),
+        ..empty_match()
+    });
+    v.push(FilterChainMatch {
+        prefix_ranges: vec![Cidr {
+            addr: "10.0.0.0".parse().expect("ip"),
+            len: 8,
+        }],
         ..empty_match()
     });
     v
@@ -102,9 +135,10 @@ fn bench_chains(c: &mut Criterion) {
             transport_protocol: "raw_buffer",
             application_protocols: &[],
         };
-        c.bench_function(&format!("filter_chain_match/{}_chains", chains.len()), |b| {
-            b.iter(|| black_box(select(black_box(&refs), black_box(&facts))))
-        });
+        c.bench_function(
+            &format!("filter_chain_match/{}_chains", chains.len()),
+            |b| b.iter(|| black_box(select(black_box(&refs), black_box(&facts)))),
+        );
     }
 }
 

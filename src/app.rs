@@ -229,6 +229,8 @@ pub fn run(opts: Options) -> i32 {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    drop(loaded);
+    crate::bootstrap::descriptors::release();
     if opts.mode == Mode::Validate {
         println!("configuration '{}' OK", opts.config_path);
         return 0;

@@ -202,7 +202,11 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
                 render_prometheus(&server.stats, has("usedonly"), None),
             )
         }
-        "/config_dump" => config_dump(server, get("mask").or(get("resource"))),
+        "/config_dump" => {
+            let r = config_dump(server, get("mask").or(get("resource")));
+            crate::bootstrap::descriptors::release();
+            r
+        }
         "/clusters" => clusters(server, get("format").as_deref() == Some("json")),
         "/listeners" => {
             let json = get("format").as_deref() == Some("json");

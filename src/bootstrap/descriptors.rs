@@ -1,20 +1,31 @@
 //! The descriptor pool of Envoy's API (shipped by the `envoy-types` crate) used for the proto3
 //! JSON mapping of bootstraps, `typed_config` Anys and `/config_dump`.
+//!
+//! The decoded pool is large (tens of MB), and the data path never needs it: it is decoded
+//! when config is read or dumped, and [`release`] frees it once that work is done.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 static ENVOY_TYPES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_types.bin"));
+static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
 
-/// The process-wide descriptor pool, decoded on first use.
-pub fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
+/// The descriptor pool, decoded on first use after a [`release`].
+pub fn pool() -> DescriptorPool {
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    slot.get_or_insert_with(|| {
         // The bytes are produced at build time from the dependency's own descriptor set, so a
         // decode failure is a broken build, not bad input.
         DescriptorPool::decode(ENVOY_TYPES).expect("envoy-types descriptor set decodes")
     })
+    .clone()
+}
+
+/// Drops the cached pool; it is freed once the last descriptor taken from it is dropped.
+pub fn release() {
+    POOL.lock().unwrap_or_else(|e| e.into_inner()).take();
+    crate::sys::release_free_memory();
 }
 
 /// The descriptor of a message by its full name (`envoy.config.listener.v3.Listener`).
