@@ -240,10 +240,10 @@ pub fn run(opts: Options) -> i32 {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(concurrency)
+    // Control work (admin, DNS, signals, stats sinks) runs on its own thread; each worker runs
+    // a current-thread runtime with its own accept sockets, as Envoy's workers do.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("pilotfish-worker")
         .build()
     {
         Ok(rt) => rt,
@@ -262,7 +262,9 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         opts.drain_strategy,
         Duration::from_secs(opts.drain_time_s),
     );
-    let mut bound = Vec::new();
+    // Sockets per worker: a SO_REUSEPORT socket each, or one shared socket.
+    let mut per_worker: Vec<Vec<(Arc<ActiveListener>, std::net::TcpListener)>> =
+        (0..concurrency).map(|_| Vec::new()).collect();
     for l in &config.listeners {
         let active = ActiveListener::new(l.clone(), &server);
         if let Ok(mut all) = server.listeners.lock() {
@@ -271,17 +273,24 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         if !l.bind_to_port {
             continue;
         }
-        let sockets = if l.reuse_port { concurrency } else { 1 };
         let mut addr = l.address;
-        for _ in 0..sockets {
-            match active.bind(addr) {
+        let mut shared: Option<std::net::TcpListener> = None;
+        for worker in per_worker.iter_mut() {
+            let sock = match (&shared, l.reuse_port) {
+                (Some(s), false) => s.try_clone(),
+                _ => active.bind(addr),
+            };
+            match sock {
                 Ok(s) => {
                     // Port 0 binds once; the other workers share the port it got.
                     if let Ok(a) = s.local_addr() {
                         addr = a;
                     }
                     server.record_bound(&l.name, addr);
-                    bound.push((active.clone(), s));
+                    if !l.reuse_port && shared.is_none() {
+                        shared = s.try_clone().ok();
+                    }
+                    worker.push((active.clone(), s));
                 }
                 Err(e) => {
                     eprintln!(
@@ -292,6 +301,7 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
                 }
             }
         }
+        tracing::info!("listener {} serving on {addr}", l.name);
     }
     let admin = match config.admin_address {
         Some(a) => match tokio::net::TcpListener::bind(a).await {
@@ -306,11 +316,42 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
     if opts.mode == Mode::InitOnly {
         return 0;
     }
-    for (active, sock) in bound {
-        if let Ok(a) = sock.local_addr() {
-            tracing::info!("listener {} serving on {a}", active.config.name);
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        let server = server.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("pilotfish-wrk{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("worker {i}: cannot start runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut loops = tokio::task::JoinSet::new();
+                    for (active, sock) in sockets {
+                        match tokio::net::TcpListener::from_std(sock) {
+                            Ok(l) => {
+                                loops.spawn(active.accept_loop(server.clone(), l));
+                            }
+                            Err(e) => {
+                                tracing::error!("worker {i}: listener {}: {e}", active.config.name)
+                            }
+                        }
+                    }
+                    // Serve until the process exits; accept loops end when listeners stop.
+                    while loops.join_next().await.is_some() {}
+                    std::future::pending::<()>().await;
+                });
+            });
+        if let Err(e) = started {
+            eprintln!("error: cannot start worker {i}: {e}");
+            return 1;
         }
-        tokio::spawn(active.accept_loop(server.clone(), sock));
     }
     server
         .stats

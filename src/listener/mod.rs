@@ -88,7 +88,7 @@ impl ActiveListener {
 
     /// Binds one socket for a worker at `addr` (the configured address, or the port the first
     /// worker's socket got when the configured port is 0).
-    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         let domain = if addr.is_ipv4() {
             socket2::Domain::IPV4
         } else {
@@ -106,7 +106,7 @@ impl ActiveListener {
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(self.config.backlog as i32)?;
-        TcpListener::from_std(sock.into())
+        Ok(sock.into())
     }
 
     /// Accepts until the server drains.

@@ -63,6 +63,8 @@ pub struct ClusterStats {
     pub cb_rq_open: Arc<Gauge>,
     prefix: String,
     store: Arc<Store>,
+    /// upstream_rq_<code> and upstream_rq_<class>xx counters seen so far (few distinct codes).
+    codes: std::sync::RwLock<Vec<(u16, Arc<Counter>, Arc<Counter>)>>,
 }
 
 impl ClusterStats {
@@ -102,16 +104,31 @@ impl ClusterStats {
             cb_rq_open: g("circuit_breakers.default.rq_open"),
             prefix: p,
             store: store.clone(),
+            codes: Default::default(),
         }
     }
 
     /// Counts a response code: upstream_rq_<code> and upstream_rq_<class>xx.
     pub fn response_code(&self, code: u16) {
-        self.store
-            .counter(&format!("{}upstream_rq_{code}", self.prefix))
-            .inc();
-        self.store
-            .counter(&format!("{}upstream_rq_{}xx", self.prefix, code / 100))
-            .inc();
+        if let Ok(codes) = self.codes.read()
+            && let Some((_, exact, class)) = codes.iter().find(|(c, _, _)| *c == code)
+        {
+            exact.inc();
+            class.inc();
+            return;
+        }
+        let exact = self
+            .store
+            .counter(&format!("{}upstream_rq_{code}", self.prefix));
+        let class = self
+            .store
+            .counter(&format!("{}upstream_rq_{}xx", self.prefix, code / 100));
+        exact.inc();
+        class.inc();
+        if let Ok(mut codes) = self.codes.write()
+            && !codes.iter().any(|(c, _, _)| *c == code)
+        {
+            codes.push((code, exact, class));
+        }
     }
 }
