@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use crate::stats::{Counter, Gauge, Histogram, Store};
 
+/// The `upstream_rq_<code>` and `upstream_rq_<class>xx` counters of one status code.
+type CodeCounters = (u16, Arc<Counter>, Arc<Counter>);
+
 /// The stats of one cluster.
 #[derive(Debug)]
 pub struct ClusterStats {
@@ -64,7 +67,7 @@ pub struct ClusterStats {
     prefix: String,
     store: Arc<Store>,
     /// upstream_rq_<code> and upstream_rq_<class>xx counters seen so far (few distinct codes).
-    codes: std::sync::RwLock<Vec<(u16, Arc<Counter>, Arc<Counter>)>>,
+    codes: std::sync::RwLock<Vec<CodeCounters>>,
 }
 
 impl ClusterStats {
