@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::Body;
 use super::local_reply::{ResponseFlag, local_reply};
@@ -18,7 +16,7 @@ use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
 use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
 use crate::config::filters::HttpFilter;
-use crate::config::hcm::{Codec, HcmConfig, ServerHeader, UnderscoreAction};
+use crate::config::hcm::{HcmConfig, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, Redirect, RedirectPath};
 use crate::listener::drain::DrainWatch;
 use crate::server::Server;
@@ -127,15 +125,13 @@ impl HttpConnectionManager {
     }
 
     /// Serves one connection until it closes or the server drains.
-    pub async fn serve<IO>(
+    pub async fn serve(
         self: Arc<Self>,
         server: Arc<Server>,
-        io: IO,
+        io: TcpStream,
         remote: SocketAddr,
         drain: DrainWatch,
-    ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         self.stats.downstream_cx_total.inc();
         self.stats.downstream_cx_active.inc();
         let activity = Arc::new(Activity::default());
@@ -159,28 +155,16 @@ impl HttpConnectionManager {
                 ))
             }
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
         let cfg = &self.config;
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192));
-        if let Some(t) = cfg.request_headers_timeout {
-            builder.http1().header_read_timeout(t);
-        }
-        builder.http2().timer(TokioTimer::new());
-        if let Some(n) = cfg.http2_max_concurrent_streams {
-            builder.http2().max_concurrent_streams(n);
-        }
-        builder
-            .http2()
-            .max_header_list_size(cfg.max_request_headers_kb * 1024);
-        let builder = match cfg.codec {
-            Codec::Auto => builder,
-            Codec::Http1 => builder.http1_only(),
-            Codec::Http2 => builder.http2_only(),
+        let protocol = match super::codec::detect(&io, cfg.codec).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("downstream connection error before the first request: {e}");
+                self.stats.downstream_cx_active.dec();
+                return;
+            }
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = super::codec::ServerConn::new(io, protocol, cfg, service);
         tokio::pin!(conn);
         let mut drain = drain;
         let idle = cfg.idle_timeout;

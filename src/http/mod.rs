@@ -1,6 +1,7 @@
 //! HTTP: the connection manager (hyper server, h1/h2), route matching, the router, and local
 //! replies.
 
+pub mod codec;
 pub mod compressor;
 pub mod conn_manager;
 pub mod headers;
