@@ -32,13 +32,59 @@ fn compile_own_protos() {
         .expect("tonic code generation");
 }
 
-/// Drops comments and source locations from the descriptor set: the JSON mapping does not need
-/// them, and they are most of its decoded size.
+/// The proto files (by path prefix) whose types config may name, with everything they import:
+/// the bootstrap, and every extension the registry in src/config/filters.rs knows or a
+/// converter reads. A type outside this set is an unknown type URL.
+const DESCRIPTOR_ROOTS: &[&str] = &[
+    "envoy/config/bootstrap/v3/",
+    "envoy/config/trace/v3/",
+    "envoy/config/metrics/v3/",
+    "envoy/extensions/filters/network/http_connection_manager/v3/",
+    "envoy/extensions/filters/network/tcp_proxy/v3/",
+    "envoy/extensions/filters/network/rbac/v3/",
+    "envoy/extensions/filters/http/router/v3/",
+    "envoy/extensions/filters/http/compressor/v3/",
+    "envoy/extensions/filters/http/rbac/v3/",
+    "envoy/extensions/filters/http/fault/v3/",
+    "envoy/extensions/filters/http/cors/v3/",
+    "envoy/extensions/filters/http/grpc_stats/v3/",
+    "envoy/extensions/filters/listener/",
+    "envoy/extensions/compression/",
+    "envoy/extensions/upstreams/http/v3/",
+    "envoy/extensions/resource_monitors/downstream_connections/v3/",
+    "envoy/extensions/bootstrap/internal_listener/v3/",
+    "envoy/extensions/access_loggers/file/v3/",
+    "envoy/extensions/transport_sockets/tls/v3/",
+    "envoy/extensions/network/dns_resolver/cares/v3/",
+    "udpa/type/v1/",
+    "xds/type/v3/",
+];
+
+/// Keeps the files under DESCRIPTOR_ROOTS (and their imports) and drops comments and source
+/// locations: the JSON mapping needs neither, and they are most of the decoded pool's size.
 fn strip_source_info(bytes: &[u8]) -> Vec<u8> {
     use prost::Message;
     let mut fds = prost_types::FileDescriptorSet::decode(bytes).expect("descriptor set decodes");
     for f in &mut fds.file {
         f.source_code_info = None;
+    }
+    {
+        let roots = DESCRIPTOR_ROOTS;
+        let mut keep = std::collections::HashSet::new();
+        let mut stack: Vec<String> = fds
+            .file
+            .iter()
+            .filter(|f| roots.iter().any(|r| f.name().starts_with(r)))
+            .map(|f| f.name().to_string())
+            .collect();
+        while let Some(n) = stack.pop() {
+            if keep.insert(n.clone()) {
+                if let Some(f) = fds.file.iter().find(|f| f.name() == n) {
+                    stack.extend(f.dependency.iter().cloned());
+                }
+            }
+        }
+        fds.file.retain(|f| keep.contains(f.name()));
     }
     fds.encode_to_vec()
 }
