@@ -78,10 +78,10 @@ fn strip_source_info(bytes: &[u8]) -> Vec<u8> {
             .map(|f| f.name().to_string())
             .collect();
         while let Some(n) = stack.pop() {
-            if keep.insert(n.clone()) {
-                if let Some(f) = fds.file.iter().find(|f| f.name() == n) {
-                    stack.extend(f.dependency.iter().cloned());
-                }
+            if keep.insert(n.clone())
+                && let Some(f) = fds.file.iter().find(|f| f.name() == n)
+            {
+                stack.extend(f.dependency.iter().cloned());
             }
         }
         fds.file.retain(|f| keep.contains(f.name()));
