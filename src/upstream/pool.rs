@@ -85,39 +85,46 @@ impl Pool {
     /// Checks out an idle HTTP/1.1 connection or opens one, waiting (as a pending request)
     /// while the cluster is at max_connections.
     pub async fn acquire_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
-        let mut pending = false;
-        let result = loop {
-            if !upgrades && let Some(c) = self.pop_idle() {
-                break Ok(c);
-            }
+        if !upgrades && let Some(c) = self.pop_idle() {
+            return Ok(c);
+        }
+        // No ready connection: the request is pending (while a connection opens, or while it
+        // waits for one at max_connections), as Envoy counts it.
+        let _pending = self.enter_pending()?;
+        let mut overflowed = false;
+        loop {
             let open = self.limits.open.load(Ordering::Acquire);
             if open < self.cluster.thresholds.max_connections {
-                break self.open_h1(upgrades).await;
+                return self.open_h1(upgrades).await;
             }
-            if !pending {
+            if !overflowed {
+                overflowed = true;
                 self.stats.upstream_cx_overflow.inc();
-                let waiting = self.limits.pending.fetch_add(1, Ordering::AcqRel);
-                if waiting >= self.cluster.thresholds.max_pending_requests {
-                    self.limits.pending.fetch_sub(1, Ordering::AcqRel);
-                    self.stats.upstream_rq_pending_overflow.inc();
-                    return Err(PoolError::PendingOverflow);
-                }
-                pending = true;
-                self.stats.upstream_rq_pending_total.inc();
-                self.stats.upstream_rq_pending_active.inc();
                 self.stats.cb_cx_open.set(1);
             }
             let notified = self.limits.released.notified();
-            if let Some(c) = self.pop_idle() {
-                break Ok(c);
+            if !upgrades && let Some(c) = self.pop_idle() {
+                return Ok(c);
             }
             notified.await;
-        };
-        if pending {
-            self.limits.pending.fetch_sub(1, Ordering::AcqRel);
-            self.stats.upstream_rq_pending_active.dec();
+            if !upgrades && let Some(c) = self.pop_idle() {
+                return Ok(c);
+            }
         }
-        result
+    }
+
+    /// Counts a request as pending under max_pending_requests, or refuses it.
+    fn enter_pending(&self) -> Result<PendingGuard<'_>, PoolError> {
+        let waiting = self.limits.pending.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.cluster.thresholds.max_pending_requests {
+            self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.upstream_rq_pending_overflow.inc();
+            self.stats.cb_rq_pending_open.set(1);
+            return Err(PoolError::PendingOverflow);
+        }
+        self.stats.upstream_rq_pending_total.inc();
+        self.stats.upstream_rq_pending_active.inc();
+        Ok(PendingGuard(self))
     }
 
     /// Returns a connection after its response completed.
@@ -143,6 +150,10 @@ impl Pool {
             && !s.is_closed()
         {
             return Ok(s.clone());
+        }
+        let _pending = self.enter_pending()?;
+        if self.limits.open.load(Ordering::Acquire) >= self.cluster.thresholds.max_connections {
+            self.stats.upstream_cx_overflow.inc();
         }
         let stream = self.open_stream().await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -250,6 +261,19 @@ impl Pool {
     pub fn drain_idle(&self) {
         if let Ok(mut idle) = self.idle_h1.lock() {
             idle.clear();
+        }
+    }
+}
+
+/// A request waiting for a connection; leaving the queue when dropped.
+struct PendingGuard<'a>(&'a Pool);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let waiting = self.0.limits.pending.fetch_sub(1, Ordering::AcqRel);
+        self.0.stats.upstream_rq_pending_active.dec();
+        if waiting <= self.0.cluster.thresholds.max_pending_requests {
+            self.0.stats.cb_rq_pending_open.set(0);
         }
     }
 }

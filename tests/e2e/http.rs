@@ -310,3 +310,84 @@ async fn upgrade_without_upgrade_config_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
 }
+
+#[tokio::test]
+async fn strict_dns_cluster_resolves_its_hostname() {
+    let up = echo_upstream("dns").await;
+    let dns = format!(
+        "  - name: named\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: named\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}\n",
+        up.port()
+    );
+    let vhosts = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: /}\n                route: {cluster: named, auto_host_rewrite: true}\n";
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{dns}",
+        http_listener("in", vhosts, "")
+    );
+    let p = Proxy::start(&yaml);
+    p.wait_stat("cluster.named.membership_healthy", 1).await;
+    let (s, _, body) = get(p.listener("in").await, "/").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["upstream"], "dns");
+    assert_eq!(
+        v["headers"]["host"], "localhost",
+        "auto_host_rewrite uses the DNS name"
+    );
+}
+
+#[tokio::test]
+async fn max_connections_queues_requests_and_max_pending_overflows() {
+    let up = echo_upstream("a").await;
+    let cb = "    circuit_breakers:\n      thresholds:\n      - {max_connections: 1, max_pending_requests: 1}\n";
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("backend"), ""),
+        cluster("backend", &[up], cb)
+    );
+    let p = Proxy::start(&yaml);
+    let addr = p.listener("in").await;
+    let first = tokio::spawn(async move { get(addr, "/sleep/600").await.0 });
+    p.wait_stat("cluster.backend.upstream_cx_active", 1).await;
+    // The second request waits for the only connection; the third overflows the queue.
+    let second = tokio::spawn(async move { get(addr, "/").await.0 });
+    p.wait_stat("cluster.backend.upstream_rq_pending_active", 1)
+        .await;
+    let (s, _, b) = get(addr, "/").await;
+    assert_eq!(s, 503);
+    assert!(b.contains("overflow"), "{b}");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    assert_eq!(
+        p.stat("cluster.backend.upstream_rq_pending_overflow").await,
+        1
+    );
+    assert_eq!(p.stat("cluster.backend.upstream_rq_pending_total").await, 2);
+    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 1);
+}
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let up = echo_upstream("a").await;
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener(
+            "in",
+            &routes_to("backend"),
+            "          max_request_headers_kb: 1\n"
+        ),
+        cluster("backend", &[up], "")
+    );
+    let p = Proxy::start(&yaml);
+    let addr = p.listener("in").await;
+    let big = "x".repeat(10 * 1024);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(format!("GET / HTTP/1.1\r\nhost: h\r\nx-big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    assert_eq!(get(addr, "/").await.0, 200);
+}
