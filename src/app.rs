@@ -411,10 +411,7 @@ async fn flush_sinks(server: Arc<Server>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        server
-            .stats
-            .gauge("server.uptime")
-            .set(server.uptime() as i64);
+        crate::admin::refresh_server_gauges(&server);
         for s in &server.sinks {
             s.flush(&server.stats);
         }

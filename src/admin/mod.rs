@@ -17,11 +17,17 @@ use crate::stats::{TextQuery, render_prometheus, render_text};
 
 /// Serves the admin API on `listener` until shutdown.
 pub async fn serve(server: Arc<Server>, listener: TcpListener) {
+    // Envoy's admin listener stats, which pilot-agent reads for active connections.
+    let total = server.stats.counter("listener.admin.downstream_cx_total");
+    let active = server.stats.gauge("listener.admin.downstream_cx_active");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let server = server.clone();
+        total.inc();
+        active.inc();
+        let active = active.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
@@ -30,6 +36,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener) {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            active.dec();
         });
     }
 }
@@ -150,10 +157,7 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
                 },
                 _ => None,
             };
-            server
-                .stats
-                .gauge("server.uptime")
-                .set(server.uptime() as i64);
+            refresh_server_gauges(server);
             if get("format").as_deref() == Some("prometheus") {
                 return text(render_prometheus(
                     &server.stats,
@@ -192,10 +196,7 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             ))
         }
         "/stats/prometheus" => {
-            server
-                .stats
-                .gauge("server.uptime")
-                .set(server.uptime() as i64);
+            refresh_server_gauges(server);
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=UTF-8",
@@ -386,6 +387,26 @@ fn clusters(server: &Server, json: bool) -> Response<Body> {
     } else {
         text(out)
     }
+}
+
+/// Updates the gauges that are read rather than counted: uptime and memory.
+pub fn refresh_server_gauges(server: &Server) {
+    server
+        .stats
+        .gauge("server.uptime")
+        .set(server.uptime() as i64);
+    if let Some(rss) = crate::sys::rss_bytes() {
+        // Envoy reports its allocator's figures; the resident set is the closest honest one.
+        server
+            .stats
+            .gauge("server.memory_physical_size")
+            .set(rss as i64);
+    }
+    let active = crate::listener::ACTIVE_DOWNSTREAM.load(Ordering::Relaxed);
+    server
+        .stats
+        .gauge("server.total_connections")
+        .set(active as i64);
 }
 
 /// Marks the server LIVE (called once listeners are up).
