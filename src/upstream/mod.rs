@@ -237,6 +237,9 @@ impl ClusterManager {
             }
             map.insert(c.name.clone(), rt);
         }
+        tokio::spawn(close_idle_connections(
+            map.values().map(Arc::downgrade).collect(),
+        ));
         Self { clusters: map }
     }
 
@@ -250,6 +253,27 @@ impl ClusterManager {
         let mut v: Vec<_> = self.clusters.values().collect();
         v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         v
+    }
+}
+
+/// Closes pooled upstream connections past their cluster's idle_timeout, once a second.
+async fn close_idle_connections(clusters: Vec<std::sync::Weak<ClusterRuntime>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut alive = false;
+        for c in clusters.iter().filter_map(std::sync::Weak::upgrade) {
+            alive = true;
+            for h in c.hosts.load().all() {
+                let closed = h.pool.close_idle();
+                if closed > 0 {
+                    c.stats.upstream_cx_idle_timeout.add(closed as u64);
+                }
+            }
+        }
+        if !alive {
+            return;
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub struct Pool {
     limits: Arc<ConnLimits>,
     target: Target,
     idle_h1: Mutex<Vec<H1Conn>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    h2: tokio::sync::Mutex<Option<(http2::SendRequest<UpstreamBody>, u32)>>,
 }
 
 /// An HTTP/1.1 connection checked out of the pool.
@@ -62,6 +62,8 @@ pub struct H1Conn {
     pub sender: http1::SendRequest<UpstreamBody>,
     /// Requests sent on it so far.
     pub requests: u32,
+    /// When it was last returned to the pool.
+    pub idle_since: std::time::Instant,
 }
 
 impl Pool {
@@ -137,6 +139,7 @@ impl Pool {
         if conn.sender.is_closed() || exhausted {
             return;
         }
+        conn.idle_since = std::time::Instant::now();
         if let Ok(mut idle) = self.idle_h1.lock() {
             idle.push(conn);
         }
@@ -146,10 +149,18 @@ impl Pool {
     /// The host's HTTP/2 connection, opened on first use and reopened when it closes.
     pub async fn acquire_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
         let mut slot = self.h2.lock().await;
-        if let Some(s) = slot.as_ref()
+        let max = self.cluster.max_requests_per_connection;
+        if let Some((s, streams)) = slot.as_mut()
             && !s.is_closed()
         {
-            return Ok(s.clone());
+            let sender = s.clone();
+            *streams += 1;
+            // A connection that reached max_requests_per_connection takes no new streams; it
+            // closes once its open streams finish.
+            if max.is_some_and(|m| *streams >= m) {
+                slot.take();
+            }
+            return Ok(sender);
         }
         let _pending = self.enter_pending()?;
         if self.limits.open.load(Ordering::Acquire) >= self.cluster.thresholds.max_connections {
@@ -180,18 +191,38 @@ impl Pool {
             let _ = conn.await;
             drop(guard);
         });
-        *slot = Some(sender.clone());
+        if max.is_none_or(|m| m > 1) {
+            *slot = Some((sender.clone(), 1));
+        }
         Ok(sender)
     }
 
     fn pop_idle(&self) -> Option<H1Conn> {
         let mut idle = self.idle_h1.lock().ok()?;
         while let Some(c) = idle.pop() {
-            if !c.sender.is_closed() && c.sender.is_ready() {
+            let expired = self
+                .cluster
+                .idle_timeout
+                .is_some_and(|t| c.idle_since.elapsed() >= t);
+            if !expired && !c.sender.is_closed() && c.sender.is_ready() {
                 return Some(c);
             }
         }
         None
+    }
+
+    /// Closes pooled HTTP/1.1 connections idle longer than the cluster's idle_timeout; returns
+    /// how many it closed.
+    pub fn close_idle(&self) -> usize {
+        let Some(timeout) = self.cluster.idle_timeout else {
+            return 0;
+        };
+        let Ok(mut idle) = self.idle_h1.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        idle.retain(|c| c.idle_since.elapsed() < timeout && !c.sender.is_closed());
+        before - idle.len()
     }
 
     async fn open_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
@@ -219,6 +250,7 @@ impl Pool {
         });
         let _ = idle;
         Ok(H1Conn {
+            idle_since: std::time::Instant::now(),
             sender,
             requests: 0,
         })

@@ -30,6 +30,8 @@ pub struct ClusterStats {
     pub upstream_cx_rx_bytes_total: Arc<Counter>,
     /// upstream_cx_tx_bytes_total
     pub upstream_cx_tx_bytes_total: Arc<Counter>,
+    /// upstream_cx_idle_timeout
+    pub upstream_cx_idle_timeout: Arc<Counter>,
     /// upstream_cx_none_healthy
     pub upstream_cx_none_healthy: Arc<Counter>,
     /// upstream_rq_total
@@ -89,6 +91,7 @@ impl ClusterStats {
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
             upstream_rq_total: c("upstream_rq_total"),
             upstream_rq_active: g("upstream_rq_active"),
             upstream_rq_pending_total: c("upstream_rq_pending_total"),

@@ -391,3 +391,39 @@ async fn oversized_request_headers_are_refused() {
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     assert_eq!(get(addr, "/").await.0, 200);
 }
+
+#[tokio::test]
+async fn upstream_idle_connections_close_after_idle_timeout() {
+    let up = echo_upstream("a").await;
+    let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: {idle_timeout: 0.5s}\n        explicit_http_config: {http_protocol_options: {}}\n";
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("backend"), ""),
+        cluster("backend", &[up], opts)
+    );
+    let p = Proxy::start(&yaml);
+    assert_eq!(get(p.listener("in").await, "/").await.0, 200);
+    p.wait_stat("cluster.backend.upstream_cx_active", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    p.wait_stat("cluster.backend.upstream_cx_idle_timeout", 1)
+        .await;
+    p.wait_stat("cluster.backend.upstream_cx_active", 0).await;
+    assert_eq!(p.stat("cluster.backend.upstream_cx_destroy").await, 1);
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_opens_new_upstream_connections() {
+    let up = echo_upstream("a").await;
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("backend"), ""),
+        cluster("backend", &[up], "    max_requests_per_connection: 2\n")
+    );
+    let p = Proxy::start(&yaml);
+    let addr = p.listener("in").await;
+    for _ in 0..4 {
+        assert_eq!(get(addr, "/").await.0, 200);
+    }
+    p.wait_stat("cluster.backend.upstream_rq_total", 4).await;
+    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 2);
+}
