@@ -96,6 +96,15 @@ pub async fn forward(
         req.headers_mut()
             .insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
     }
+    // Tells the upstream how long the router waits for it, as Envoy's router does.
+    if f.envoy_headers
+        && let Some(t) = f.action.timeout
+    {
+        req.headers_mut().insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(t.as_millis() as u64),
+        );
+    }
     let use_h2 = match cluster.config.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,

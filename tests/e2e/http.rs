@@ -39,6 +39,10 @@ async fn http1_request_is_routed_to_the_upstream_with_envoy_headers_and_stats() 
     assert_eq!(v["headers"]["x-custom"], "v");
     assert_eq!(v["headers"]["x-forwarded-proto"], "http");
     assert_eq!(v["headers"]["x-request-id"].as_str().unwrap().len(), 36);
+    assert_eq!(
+        v["headers"]["x-envoy-expected-rq-timeout-ms"], "15000",
+        "the default route timeout"
+    );
     assert_eq!(headers["server"], "envoy");
     assert!(headers.contains_key("x-envoy-upstream-service-time"));
     p.wait_stat("cluster.backend.upstream_rq_200", 1).await;
