@@ -181,6 +181,9 @@ impl HttpConnectionManager {
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
+                        if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+                            self.stats.downstream_cx_protocol_error.inc();
+                        }
                         tracing::debug!("downstream connection error: {e}");
                     }
                     break;

@@ -431,3 +431,35 @@ async fn max_requests_per_connection_opens_new_upstream_connections() {
     p.wait_stat("cluster.backend.upstream_rq_total", 4).await;
     assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 2);
 }
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_the_proxy_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream("a").await;
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("backend"), ""),
+        cluster("backend", &[up], "")
+    );
+    let p = Proxy::start(&yaml);
+    let addr = p.listener("in").await;
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00garbage\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+        b"NOT A REQUEST AT ALL\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("closed");
+        let head = String::from_utf8_lossy(&buf);
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 400"),
+            "{head}"
+        );
+    }
+    p.wait_stat("http.in.downstream_cx_protocol_error", 3).await;
+    assert_eq!(get(addr, "/").await.0, 200);
+}
