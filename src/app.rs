@@ -316,6 +316,23 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
     if opts.mode == Mode::InitOnly {
         return 0;
     }
+    // Workers start once clusters are initialized, as Envoy's init manager orders it; the
+    // admin listener answers meanwhile (`/ready` says INITIALIZING).
+    let admin_task = admin.map(|a| {
+        if let Ok(addr) = a.local_addr() {
+            tracing::info!("admin address: {addr}");
+            if !opts.admin_address_path.is_empty()
+                && let Err(e) = std::fs::write(&opts.admin_address_path, addr.to_string())
+            {
+                tracing::error!(
+                    "cannot write admin address to {}: {e}",
+                    opts.admin_address_path
+                );
+            }
+        }
+        tokio::spawn(crate::admin::serve(server.clone(), a))
+    });
+    server.clusters.wait_initialized().await;
     for (i, sockets) in per_worker.into_iter().enumerate() {
         let server = server.clone();
         let started = std::thread::Builder::new()
@@ -361,21 +378,7 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         .stats
         .gauge("listener_manager.workers_started")
         .set(1);
-    if let Some(admin) = admin {
-        if let Ok(a) = admin.local_addr() {
-            tracing::info!("admin address: {a}");
-            if !opts.admin_address_path.is_empty()
-                && let Err(e) = std::fs::write(&opts.admin_address_path, a.to_string())
-            {
-                eprintln!(
-                    "error: cannot write admin address to {}: {e}",
-                    opts.admin_address_path
-                );
-                return 1;
-            }
-        }
-        tokio::spawn(crate::admin::serve(server.clone(), admin));
-    }
+    let _ = admin_task;
     crate::admin::set_live(&server);
     if !server.sinks.is_empty() {
         tokio::spawn(flush_sinks(server.clone()));

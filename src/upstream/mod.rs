@@ -93,6 +93,9 @@ pub struct ClusterRuntime {
     pub open_requests: AtomicU64,
     /// Connection limits shared by the hosts' pools.
     pub limits: Arc<ConnLimits>,
+    /// True once the cluster has its first host set (at once for STATIC, after the first DNS
+    /// resolution otherwise), as Envoy's cluster initialization.
+    pub initialized: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClusterRuntime {
@@ -104,6 +107,7 @@ impl ClusterRuntime {
             stats,
             open_requests: AtomicU64::new(0),
             limits: Arc::default(),
+            initialized: tokio::sync::watch::channel(false).0,
             config,
         });
         if rt.config.discovery == Discovery::Static {
@@ -127,6 +131,7 @@ impl ClusterRuntime {
                 })
                 .collect();
             rt.set_hosts(hosts);
+            rt.initialized.send_replace(true);
         }
         rt
     }
@@ -248,6 +253,14 @@ impl ClusterManager {
         self.clusters.get(name)
     }
 
+    /// Completes when every cluster has initialized (DNS clusters after their first resolution).
+    pub async fn wait_initialized(&self) {
+        for c in self.clusters.values() {
+            let mut rx = c.initialized.subscribe();
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
     /// Every cluster, sorted by name.
     pub fn all(&self) -> Vec<&Arc<ClusterRuntime>> {
         let mut v: Vec<_> = self.clusters.values().collect();
@@ -317,6 +330,8 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
         } else {
             rt.set_hosts(hosts);
         }
+        // The first resolution initializes the cluster, whether or not it found hosts.
+        rt.initialized.send_replace(true);
         let jitter = rt.config.dns_jitter;
         drop(rt);
         let jitter = if jitter.is_zero() {
