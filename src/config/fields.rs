@@ -224,6 +224,7 @@ static TABLE: &[Spec] = &[
             "server_header_transformation",
             "max_request_headers_kb",
             "stream_idle_timeout",
+            "request_timeout",
             "request_headers_timeout",
             "use_remote_address",
             "xff_num_trusted_hops",

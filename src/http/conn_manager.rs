@@ -247,7 +247,7 @@ impl HttpConnectionManager {
         let resp = if version == Version::HTTP_10 && !cfg.accept_http_10 {
             local_reply(426, "", false, None)
         } else {
-            self.route(server, req, remote, grpc).await
+            self.route(server, req, remote, grpc, start).await
         };
         let mut resp = if self.compressors.is_empty() {
             resp
@@ -255,8 +255,10 @@ impl HttpConnectionManager {
             super::compressor::apply(&self.compressors, chosen, head, resp)
         };
         let status = resp.status().as_u16();
-        if resp.extensions().get::<ResponseFlag>() == Some(&ResponseFlag::StreamIdleTimeout) {
-            stats.downstream_rq_idle_timeout.inc();
+        match resp.extensions().get::<ResponseFlag>() {
+            Some(ResponseFlag::StreamIdleTimeout) => stats.downstream_rq_idle_timeout.inc(),
+            Some(ResponseFlag::RequestTimeout) => stats.downstream_rq_timeout.inc(),
+            _ => {}
         }
         let headers = resp.headers_mut();
         match cfg.server_header {
@@ -362,6 +364,7 @@ impl HttpConnectionManager {
         mut req: Request<Incoming>,
         remote: SocketAddr,
         grpc: bool,
+        start: Instant,
     ) -> Response<Body> {
         let cfg = &self.config;
         let stats = &self.stats;
@@ -467,6 +470,7 @@ impl HttpConnectionManager {
                     envoy_headers: !cfg.router.suppress_envoy_headers,
                     attempt_count: vh.include_request_attempt_count,
                     idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
+                    request_deadline: cfg.request_timeout.map(|t| start + t),
                 };
                 let mut resp = forward(&f, cluster, req, version).await;
                 if let Some(w) = weighted {

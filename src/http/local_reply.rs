@@ -29,6 +29,8 @@ pub enum ResponseFlag {
     DownstreamProtocolError,
     /// SI: stream idle timeout.
     StreamIdleTimeout,
+    /// DT: request_timeout passed before the request was received.
+    RequestTimeout,
 }
 
 impl ResponseFlag {
@@ -45,6 +47,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionTermination => "UC",
             ResponseFlag::DownstreamProtocolError => "DPE",
             ResponseFlag::StreamIdleTimeout => "SI",
+            ResponseFlag::RequestTimeout => "DT",
         }
     }
 }

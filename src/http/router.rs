@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, Version};
@@ -33,6 +33,8 @@ pub struct Forward<'a> {
     pub attempt_count: bool,
     /// Stream idle timeout (route override or the HCM's).
     pub idle_timeout: Option<Duration>,
+    /// When the whole request must have been received (request_timeout).
+    pub request_deadline: Option<Instant>,
 }
 
 /// Chooses the target cluster name; for weighted clusters, also the chosen entry.
@@ -142,6 +144,11 @@ pub async fn forward(
             parts.headers.insert(http::header::HOST, v);
         }
     }
+    let request_done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&body)));
+    let body = RequestBody {
+        inner: body,
+        done: request_done.clone(),
+    };
     let upstream_req = Request::from_parts(parts, body.boxed());
     stats.upstream_rq_total.inc();
     host.active_requests.fetch_add(1, Ordering::Relaxed);
@@ -150,15 +157,31 @@ pub async fn forward(
         host: host.clone(),
     };
     let started = Instant::now();
-    let result = send(
+    let exchange = send(
         &host,
         upstream_req,
         use_h2,
         f.upgrade,
         f.action.timeout,
         f.idle_timeout,
-    )
-    .await;
+    );
+    // request_timeout: the whole request must reach the upstream in time, unless the response
+    // starts first.
+    let request_timer = async {
+        match f.request_deadline {
+            Some(deadline) => {
+                tokio::time::sleep_until(deadline.into()).await;
+                if request_done.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = exchange => r,
+        _ = request_timer => Err(SendError::RequestTimeout),
+    };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok((mut resp, release)) => {
@@ -213,6 +236,12 @@ pub async fn forward(
             f.grpc,
             Some(ResponseFlag::StreamIdleTimeout),
         ),
+        Err(SendError::RequestTimeout) => local_reply(
+            408,
+            "request timeout",
+            f.grpc,
+            Some(ResponseFlag::RequestTimeout),
+        ),
         Err(SendError::Pool(PoolError::PendingOverflow)) => {
             stats.response_code(503);
             local_reply(
@@ -250,6 +279,7 @@ pub async fn forward(
 enum SendError {
     Timeout,
     Idle,
+    RequestTimeout,
     Pool(PoolError),
     Reset(hyper::Error),
 }
@@ -313,6 +343,45 @@ async fn send(
     match limit {
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or(Err(err)),
         None => fut.await,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The downstream request body on its way upstream; records when it ended.
+    struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        done: Arc<AtomicBool>,
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let r = this.inner.as_mut().poll_frame(cx);
+        let ended = match &r {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            this.done.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

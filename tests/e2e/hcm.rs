@@ -302,3 +302,27 @@ fn invalid_component_log_level_is_an_error() {
     assert_ne!(code, 0);
     assert!(err.contains("invalid component"), "{err}");
 }
+
+#[tokio::test]
+async fn request_timeout_answers_408_when_the_body_is_too_slow() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one("          request_timeout: 0.3s\n", "", up));
+    let addr = p.listener("in").await;
+    let (s, _, _) = http1_request(addr, "POST", "/", "h", &[], Bytes::from("quick")).await;
+    assert_eq!(s, 200, "a request received in time passes");
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.ends_with("request timeout"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    p.wait_stat("http.in.downstream_rq_timeout", 1).await;
+}
