@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use pilotfish::bootstrap::json::{decode, parse_yaml};
 use pilotfish::config::common::Cidr;
-use pilotfish::config::listener::{FilterChainMatch, SourceType};
+use pilotfish::config::listener::FilterChainMatch;
 use pilotfish::config::route::RouteConfig;
 use pilotfish::http::route_match::{RequestFacts, find_route, find_virtual_host};
 use pilotfish::listener::filter_chain_match::{ConnectionFacts, select};
@@ -79,17 +79,7 @@ fn bench_routes(c: &mut Criterion) {
 }
 
 fn empty_match() -> FilterChainMatch {
-    FilterChainMatch {
-        destination_port: None,
-        prefix_ranges: vec![],
-        direct_source_prefix_ranges: vec![],
-        source_type: SourceType::Any,
-        source_prefix_ranges: vec![],
-        source_ports: vec![],
-        server_names: vec![],
-        transport_protocol: String::new(),
-        application_protocols: vec![],
-    }
+    FilterChainMatch::default()
 }
 
 /// Chains shaped like Istio's virtualInbound: one per service port, each with tls and

@@ -63,6 +63,23 @@ pub struct FilterChainMatch {
     pub application_protocols: Vec<String>,
 }
 
+impl Default for FilterChainMatch {
+    /// Matches every connection.
+    fn default() -> Self {
+        Self {
+            destination_port: None,
+            prefix_ranges: Vec::new(),
+            direct_source_prefix_ranges: Vec::new(),
+            source_type: SourceType::Any,
+            source_prefix_ranges: Vec::new(),
+            source_ports: Vec::new(),
+            server_names: Vec::new(),
+            transport_protocol: String::new(),
+            application_protocols: Vec::new(),
+        }
+    }
+}
+
 /// One filter chain.
 #[derive(Debug)]
 pub struct FilterChain {

@@ -81,12 +81,7 @@ pub async fn forward(
     };
     let Some(rq_guard) = cluster.try_start_request() else {
         stats.upstream_rq_pending_overflow.inc();
-        return local_reply(
-            503,
-            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            f.grpc,
-            Some(ResponseFlag::UpstreamOverflow),
-        );
+        return reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
     };
     if let HostRewrite::Auto = f.action.host_rewrite
         && !host.hostname.is_empty()
@@ -244,36 +239,37 @@ pub async fn forward(
         ),
         Err(SendError::Pool(PoolError::PendingOverflow)) => {
             stats.response_code(503);
-            local_reply(
-                503,
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                f.grpc,
-                Some(ResponseFlag::UpstreamOverflow),
-            )
+            reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow)
         }
         Err(SendError::Pool(e)) => {
             stats.upstream_rq_pending_failure_eject.inc();
             stats.response_code(503);
             tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream connect failed: {e}");
-            local_reply(
-                503,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            reset_reply(
+                "connection failure",
                 f.grpc,
-                Some(ResponseFlag::UpstreamConnectionFailure),
+                ResponseFlag::UpstreamConnectionFailure,
             )
         }
         Err(SendError::Reset(e)) => {
             stats.upstream_rq_rx_reset.inc();
             stats.response_code(503);
             tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream reset: {e}");
-            local_reply(
-                503,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            reset_reply(
+                "connection termination",
                 f.grpc,
-                Some(ResponseFlag::UpstreamConnectionTermination),
+                ResponseFlag::UpstreamConnectionTermination,
             )
         }
     }
+}
+
+/// Envoy's local reply when no upstream response headers arrived: 503 naming the reason.
+fn reset_reply(reason: &str, grpc: bool, flag: ResponseFlag) -> Response<Body> {
+    let body = format!(
+        "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+    );
+    local_reply(503, &body, grpc, Some(flag))
 }
 
 enum SendError {

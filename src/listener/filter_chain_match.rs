@@ -144,17 +144,7 @@ mod tests {
     use super::*;
 
     fn m() -> FilterChainMatch {
-        FilterChainMatch {
-            destination_port: None,
-            prefix_ranges: vec![],
-            direct_source_prefix_ranges: vec![],
-            source_type: SourceType::Any,
-            source_prefix_ranges: vec![],
-            source_ports: vec![],
-            server_names: vec![],
-            transport_protocol: String::new(),
-            application_protocols: vec![],
-        }
+        FilterChainMatch::default()
     }
 
     fn facts(local: &str, remote: &str) -> ConnectionFacts<'static> {

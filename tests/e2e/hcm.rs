@@ -15,11 +15,7 @@ fn routes_to(cluster: &str, extra: &str) -> String {
 }
 
 fn one(hcm_extra: &str, route_extra: &str, up: std::net::SocketAddr) -> String {
-    format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("b", route_extra), hcm_extra),
-        cluster("b", &[up], "")
-    )
+    one_route(up, hcm_extra, route_extra, "")
 }
 
 #[tokio::test]

@@ -13,11 +13,7 @@ fn routes_to(cluster: &str) -> String {
 #[tokio::test]
 async fn http1_request_is_routed_to_the_upstream_with_envoy_headers_and_stats() {
     let up = echo_upstream("a").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], "")
-    );
+    let yaml = one_route(up, "", "", "");
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let (status, headers, body) = http1_request(
@@ -45,10 +41,10 @@ async fn http1_request_is_routed_to_the_upstream_with_envoy_headers_and_stats() 
     );
     assert_eq!(headers["server"], "envoy");
     assert!(headers.contains_key("x-envoy-upstream-service-time"));
-    p.wait_stat("cluster.backend.upstream_rq_200", 1).await;
-    assert_eq!(p.stat("cluster.backend.upstream_rq_2xx").await, 1);
-    assert_eq!(p.stat("cluster.backend.upstream_rq_total").await, 1);
-    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 1);
+    p.wait_stat("cluster.b.upstream_rq_200", 1).await;
+    assert_eq!(p.stat("cluster.b.upstream_rq_2xx").await, 1);
+    assert_eq!(p.stat("cluster.b.upstream_rq_total").await, 1);
+    assert_eq!(p.stat("cluster.b.upstream_cx_total").await, 1);
     assert_eq!(p.stat("http.in.downstream_rq_2xx").await, 1);
     assert_eq!(p.stat("http.in.downstream_rq_total").await, 1);
     assert_eq!(p.stat("listener.127.0.0.1_0.downstream_cx_total").await, 1);
@@ -57,29 +53,21 @@ async fn http1_request_is_routed_to_the_upstream_with_envoy_headers_and_stats() 
 #[tokio::test]
 async fn keep_alive_reuses_the_upstream_connection() {
     let up = echo_upstream("a").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], "")
-    );
+    let yaml = one_route(up, "", "", "");
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     for _ in 0..5 {
         assert_eq!(get(addr, "/").await.0, 200);
     }
-    p.wait_stat("cluster.backend.upstream_rq_total", 5).await;
-    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 1);
+    p.wait_stat("cluster.b.upstream_rq_total", 5).await;
+    assert_eq!(p.stat("cluster.b.upstream_cx_total").await, 1);
 }
 
 #[tokio::test]
 async fn h2c_downstream_and_http2_upstream() {
     let up = echo_upstream("h2").await;
     let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], h2)
-    );
+    let yaml = one_route(up, "", "", h2);
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let (status, _, body) = h2c_get(addr, "/x").await;
@@ -95,17 +83,13 @@ async fn h2c_downstream_and_http2_upstream() {
     );
     p.wait_stat("http.in.downstream_rq_http2_total", 1).await;
     assert_eq!(p.stat("http.in.downstream_rq_http1_total").await, 1);
-    assert_eq!(p.stat("cluster.backend.upstream_cx_http2_total").await, 1);
+    assert_eq!(p.stat("cluster.b.upstream_cx_http2_total").await, 1);
 }
 
 #[tokio::test]
 async fn downstream_h2_goes_upstream_as_http1_without_protocol_options() {
     let up = echo_upstream("h1").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], "")
-    );
+    let yaml = one_route(up, "", "", "");
     let p = Proxy::start(&yaml);
     let (status, _, body) = h2c_get(p.listener("in").await, "/x").await;
     assert_eq!(status, 200);
@@ -124,7 +108,7 @@ async fn local_replies_carry_envoy_status_codes() {
               - match: {prefix: /refused}
                 route: {cluster: refused}
               - match: {prefix: /slow}
-                route: {cluster: backend, timeout: 0.2s, prefix_rewrite: /sleep/1000}
+                route: {cluster: b, timeout: 0.2s, prefix_rewrite: /sleep/1000}
               - match: {prefix: /direct}
                 direct_response: {status: 418, body: {inline_string: teapot}}
               - match: {prefix: /redirect}
@@ -133,7 +117,7 @@ async fn local_replies_carry_envoy_status_codes() {
     let yaml = format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}{}{}",
         http_listener("in", vhosts, ""),
-        cluster("backend", &[up], ""),
+        cluster("b", &[up], ""),
         cluster("empty", &[], ""),
         cluster("refused", &[closed_port()], "")
     );
@@ -150,7 +134,7 @@ async fn local_replies_carry_envoy_status_codes() {
         .await;
     let (s, _, b) = get(addr, "/slow").await;
     assert_eq!((s, b.as_str()), (504, "upstream request timeout"));
-    p.wait_stat("cluster.backend.upstream_rq_timeout", 1).await;
+    p.wait_stat("cluster.b.upstream_rq_timeout", 1).await;
     let (s, _, b) = get(addr, "/direct").await;
     assert_eq!((s, b.as_str()), (418, "teapot"));
     let (s, h, _) = get(addr, "/redirect?q=1").await;
@@ -165,23 +149,16 @@ async fn local_replies_carry_envoy_status_codes() {
 async fn circuit_breaker_overflow_answers_503() {
     let up = echo_upstream("a").await;
     let cb = "    circuit_breakers:\n      thresholds:\n      - {max_requests: 1}\n";
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], cb)
-    );
+    let yaml = one_route(up, "", "", cb);
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let slow = tokio::spawn(async move { get(addr, "/sleep/800").await.0 });
-    p.wait_stat("cluster.backend.upstream_rq_active", 1).await;
+    p.wait_stat("cluster.b.upstream_rq_active", 1).await;
     let (s, _, b) = get(addr, "/").await;
     assert_eq!(s, 503);
     assert!(b.contains("overflow"), "{b}");
     assert_eq!(slow.await.unwrap(), 200);
-    assert_eq!(
-        p.stat("cluster.backend.upstream_rq_pending_overflow").await,
-        1
-    );
+    assert_eq!(p.stat("cluster.b.upstream_rq_pending_overflow").await, 1);
 }
 
 #[tokio::test]
@@ -343,44 +320,28 @@ async fn strict_dns_cluster_resolves_its_hostname() {
 async fn max_connections_queues_requests_and_max_pending_overflows() {
     let up = echo_upstream("a").await;
     let cb = "    circuit_breakers:\n      thresholds:\n      - {max_connections: 1, max_pending_requests: 1}\n";
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], cb)
-    );
+    let yaml = one_route(up, "", "", cb);
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let first = tokio::spawn(async move { get(addr, "/sleep/600").await.0 });
-    p.wait_stat("cluster.backend.upstream_cx_active", 1).await;
+    p.wait_stat("cluster.b.upstream_cx_active", 1).await;
     // The second request waits for the only connection; the third overflows the queue.
     let second = tokio::spawn(async move { get(addr, "/").await.0 });
-    p.wait_stat("cluster.backend.upstream_rq_pending_active", 1)
-        .await;
+    p.wait_stat("cluster.b.upstream_rq_pending_active", 1).await;
     let (s, _, b) = get(addr, "/").await;
     assert_eq!(s, 503);
     assert!(b.contains("overflow"), "{b}");
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
-    assert_eq!(
-        p.stat("cluster.backend.upstream_rq_pending_overflow").await,
-        1
-    );
-    assert_eq!(p.stat("cluster.backend.upstream_rq_pending_total").await, 2);
-    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 1);
+    assert_eq!(p.stat("cluster.b.upstream_rq_pending_overflow").await, 1);
+    assert_eq!(p.stat("cluster.b.upstream_rq_pending_total").await, 2);
+    assert_eq!(p.stat("cluster.b.upstream_cx_total").await, 1);
 }
 
 #[tokio::test]
 async fn oversized_request_headers_are_refused() {
     let up = echo_upstream("a").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener(
-            "in",
-            &routes_to("backend"),
-            "          max_request_headers_kb: 1\n"
-        ),
-        cluster("backend", &[up], "")
-    );
+    let yaml = one_route(up, "          max_request_headers_kb: 1\n", "", "");
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let big = "x".repeat(10 * 1024);
@@ -400,47 +361,34 @@ async fn oversized_request_headers_are_refused() {
 async fn upstream_idle_connections_close_after_idle_timeout() {
     let up = echo_upstream("a").await;
     let opts = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: {idle_timeout: 0.5s}\n        explicit_http_config: {http_protocol_options: {}}\n";
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], opts)
-    );
+    let yaml = one_route(up, "", "", opts);
     let p = Proxy::start(&yaml);
     assert_eq!(get(p.listener("in").await, "/").await.0, 200);
-    p.wait_stat("cluster.backend.upstream_cx_active", 1).await;
+    p.wait_stat("cluster.b.upstream_cx_active", 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
-    p.wait_stat("cluster.backend.upstream_cx_idle_timeout", 1)
-        .await;
-    p.wait_stat("cluster.backend.upstream_cx_active", 0).await;
-    assert_eq!(p.stat("cluster.backend.upstream_cx_destroy").await, 1);
+    p.wait_stat("cluster.b.upstream_cx_idle_timeout", 1).await;
+    p.wait_stat("cluster.b.upstream_cx_active", 0).await;
+    assert_eq!(p.stat("cluster.b.upstream_cx_destroy").await, 1);
 }
 
 #[tokio::test]
 async fn max_requests_per_connection_opens_new_upstream_connections() {
     let up = echo_upstream("a").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], "    max_requests_per_connection: 2\n")
-    );
+    let yaml = one_route(up, "", "", "    max_requests_per_connection: 2\n");
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     for _ in 0..4 {
         assert_eq!(get(addr, "/").await.0, 200);
     }
-    p.wait_stat("cluster.backend.upstream_rq_total", 4).await;
-    assert_eq!(p.stat("cluster.backend.upstream_cx_total").await, 2);
+    p.wait_stat("cluster.b.upstream_rq_total", 4).await;
+    assert_eq!(p.stat("cluster.b.upstream_cx_total").await, 2);
 }
 
 #[tokio::test]
 async fn malformed_http_gets_400_and_the_proxy_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = echo_upstream("a").await;
-    let yaml = format!(
-        "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("backend"), ""),
-        cluster("backend", &[up], "")
-    );
+    let yaml = one_route(up, "", "", "");
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     for garbage in [

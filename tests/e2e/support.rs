@@ -90,24 +90,7 @@ impl Proxy {
     pub fn start_at(cfg: &std::path::Path, extra: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let addr_file = dir.path().join("admin.addr");
-        let child = Command::new(bin())
-            .args([
-                "-c",
-                cfg.to_str().unwrap(),
-                "--admin-address-path",
-                addr_file.to_str().unwrap(),
-                "--concurrency",
-                "2",
-                "-l",
-                "warning",
-                "--drain-time-s",
-                "2",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("proxy starts");
-        Self::wait_started(child, dir, addr_file)
+        Self::spawn(cfg, dir, addr_file, extra)
     }
 
     /// As [`Proxy::start`], with extra command-line flags.
@@ -119,19 +102,23 @@ impl Proxy {
             "admin:\n  address:\n    socket_address: {{address: 127.0.0.1, port_value: 0}}\n{yaml}"
         );
         std::fs::write(&cfg, full).unwrap();
+        Self::spawn(&cfg, dir, addr_file, extra)
+    }
+
+    fn spawn(
+        cfg: &std::path::Path,
+        dir: tempfile::TempDir,
+        addr_file: std::path::PathBuf,
+        extra: &[&str],
+    ) -> Proxy {
         let child = Command::new(bin())
             .args([
                 "-c",
                 cfg.to_str().unwrap(),
                 "--admin-address-path",
                 addr_file.to_str().unwrap(),
-                "--concurrency",
-                "2",
-                "-l",
-                "warning",
-                "--drain-time-s",
-                "2",
             ])
+            .args(["--concurrency", "2", "-l", "warning", "--drain-time-s", "2"])
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -457,5 +444,24 @@ pub fn http_listener(name: &str, vhosts: &str, hcm_extra: &str) -> String {
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 "#
+    )
+}
+
+/// A bootstrap with one HTTP listener `in` (extra HCM fields `hcm_extra`) routing every request
+/// to cluster `b` (extra route fields `route_extra`, e.g. `, timeout: 1s`; extra cluster fields
+/// `cluster_extra`) whose only endpoint is `up`.
+pub fn one_route(
+    up: SocketAddr,
+    hcm_extra: &str,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let vhosts = format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: b{route_extra}}}\n"
+    );
+    format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &vhosts, hcm_extra),
+        cluster("b", &[up], cluster_extra)
     )
 }
