@@ -383,10 +383,19 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
     if !server.sinks.is_empty() {
         tokio::spawn(flush_sinks(server.clone()));
     }
+    let flush_every = Duration::from_millis(opts.file_flush_interval_msec.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(flush_every);
+        loop {
+            tick.tick().await;
+            crate::access_log::flush_all();
+        }
+    });
     wait_for_shutdown(&server).await;
     tracing::info!("draining for {}s", opts.drain_time_s);
     server.start_drain();
     drain_wait(Duration::from_secs(opts.drain_time_s)).await;
+    crate::access_log::flush_all();
     tracing::info!("exiting");
     0
 }

@@ -7,6 +7,7 @@
 // Envoy still honours its deprecated fields (Istio sends several), so the converters read them.
 #![allow(deprecated)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod bootstrap;

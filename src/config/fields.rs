@@ -350,6 +350,26 @@ static TABLE: &[Spec] = &[
         ],
     },
     Spec {
+        message: "envoy.config.core.v3.SubstitutionFormatString",
+        supported: &[
+            "text_format",
+            "json_format",
+            "text_format_source",
+            "omit_empty_values",
+            "formatters",
+            "json_format_options",
+        ],
+        ignored: &[(
+            "content_type",
+            "only local reply bodies use it; access logs have no content type",
+        )],
+    },
+    Spec {
+        message: "envoy.config.accesslog.v3.AccessLog",
+        supported: &["name", "filter", "typed_config"],
+        ignored: &[],
+    },
+    Spec {
         message: "envoy.config.route.v3.RouteConfiguration",
         supported: &[
             "name",

@@ -87,6 +87,8 @@ pub struct HcmConfig {
     pub merge_slashes: bool,
     /// XFCC handling.
     pub forward_client_cert: ForwardClientCert,
+    /// Access logs written as each request ends.
+    pub access_logs: Vec<std::sync::Arc<crate::access_log::AccessLogger>>,
     /// `tracing` is set (tracing decisions would be made).
     pub tracing: bool,
     /// `tracing.provider` is set.
@@ -244,12 +246,7 @@ impl HcmConfig {
                 "only KEEP_UNCHANGED is supported",
             ));
         }
-        if !h.access_log.is_empty() {
-            return Err(ConfigError::new(
-                join(path, "access_log"),
-                "access logs are not implemented yet",
-            ));
-        }
+        let access_logs = crate::access_log::from_protos(&h.access_log, path, "access_log")?;
         let forward_client_cert = match h.forward_client_cert_details {
             0 => ForwardClientCert::Sanitize,
             1..=3 => ForwardClientCert::Forward,
@@ -338,6 +335,7 @@ impl HcmConfig {
             merge_slashes: h.merge_slashes,
             forward_client_cert,
             reject_underscore_headers,
+            access_logs,
             tracing: h.tracing.is_some(),
             tracing_provider: h.tracing.as_ref().is_some_and(|t| t.provider.is_some()),
         })

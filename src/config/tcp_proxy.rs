@@ -21,6 +21,8 @@ pub struct TcpProxyConfig {
     pub idle_timeout: Option<Duration>,
     /// Connect attempts before giving up (default 1).
     pub max_connect_attempts: u32,
+    /// Access logs written as each connection ends.
+    pub access_logs: Vec<Arc<crate::access_log::AccessLogger>>,
     /// Close the downstream connection after this long.
     pub max_downstream_connection_duration: Option<Duration>,
 }
@@ -80,12 +82,7 @@ impl TcpProxyConfig {
                 "the weights must add up to more than 0",
             ));
         }
-        if !t.access_log.is_empty() {
-            return Err(ConfigError::new(
-                join(path, "access_log"),
-                "access logs are not implemented yet",
-            ));
-        }
+        let access_logs = crate::access_log::from_protos(&t.access_log, path, "access_log")?;
         let attempts = t
             .max_connect_attempts
             .as_ref()
@@ -107,6 +104,7 @@ impl TcpProxyConfig {
                 &join(path, "idle_timeout"),
             )?,
             max_connect_attempts: attempts,
+            access_logs,
             max_downstream_connection_duration: timeout_or(
                 t.max_downstream_connection_duration.as_ref(),
                 None,

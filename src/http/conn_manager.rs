@@ -15,6 +15,7 @@ use super::local_reply::{ResponseFlag, local_reply};
 use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
 use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
+use super::stream_log::{Details, PendingLog, RouteName};
 use crate::config::filters::HttpFilter;
 use crate::config::hcm::{HcmConfig, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, Redirect, RedirectPath};
@@ -139,6 +140,7 @@ impl HttpConnectionManager {
         let srv = server.clone();
         let conn_drain = drain.clone();
         let conn_activity = activity.clone();
+        let local = io.local_addr().unwrap_or(remote);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let srv = srv.clone();
@@ -146,7 +148,14 @@ impl HttpConnectionManager {
             let activity = conn_activity.clone();
             async move {
                 let guard = activity.start(&hcm.stats, req.version());
+                let mut req = req;
+                let log = (!hcm.config.access_logs.is_empty())
+                    .then(|| PendingLog::start(&hcm.config.access_logs, &mut req, local, remote));
                 let resp = hcm.handle(&srv, req, remote, &drain).await;
+                let resp = match log {
+                    Some(log) => log.finish(resp),
+                    None => resp,
+                };
                 // The stream stays active until its response body is fully sent.
                 let (parts, body) = resp.into_parts();
                 Ok::<_, std::convert::Infallible>(Response::from_parts(
@@ -245,7 +254,9 @@ impl HttpConnectionManager {
             chosen
         };
         let resp = if version == Version::HTTP_10 && !cfg.accept_http_10 {
-            local_reply(426, "", false, None)
+            let mut r = local_reply(426, "", false, None);
+            r.extensions_mut().insert(Details("low_version"));
+            r
         } else {
             self.route(server, req, remote, grpc, start).await
         };
@@ -423,11 +434,14 @@ impl HttpConnectionManager {
                         HeaderValue::from_static("text/plain"),
                     );
                 }
+                r.extensions_mut().insert(Details("direct_response"));
                 r
             }
             Action::Redirect(rd) => {
                 stats.rq_redirect.inc();
-                redirect(rd, &authority, &path, &route.matcher.path)
+                let mut r = redirect(rd, &authority, &path, &route.matcher.path);
+                r.extensions_mut().insert(Details("direct_response"));
+                r
             }
             Action::Route(action) => {
                 let upgrade = match &upgrade_type {
@@ -440,7 +454,9 @@ impl HttpConnectionManager {
                             .map(|(_, e)| *e)
                             .unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
                         if !allowed {
-                            return local_reply(403, "", grpc, None);
+                            let mut r = local_reply(403, "", grpc, None);
+                            r.extensions_mut().insert(Details("upgrade_failed"));
+                            return r;
                         }
                         stats.downstream_cx_upgrades_total.inc();
                         true
@@ -483,6 +499,9 @@ impl HttpConnectionManager {
                 resp
             }
         };
+        if !cfg.access_logs.is_empty() {
+            resp.extensions_mut().insert(RouteName(route.name.clone()));
+        }
         route.response_headers.apply(resp.headers_mut());
         vh.response_headers.apply(resp.headers_mut());
         rc.response_headers.apply(resp.headers_mut());

@@ -10,6 +10,7 @@ pub mod path;
 pub mod route_match;
 pub mod router;
 pub mod stats;
+pub mod stream_log;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
@@ -33,10 +34,12 @@ pub fn full_body(b: Bytes) -> Body {
 }
 
 pin_project_lite::pin_project! {
-    /// A body that keeps `guard` alive until the body is dropped.
+    /// A body that keeps `guard` alive until the body is dropped, optionally counting the
+    /// data bytes that pass.
     struct Guarded<G> {
         #[pin]
         inner: Body,
+        counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
         guard: G,
     }
 }
@@ -49,7 +52,14 @@ impl<G> hyper::body::Body for Guarded<G> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let (Some(c), std::task::Poll::Ready(Some(Ok(f)))) = (this.counter.as_ref(), &r)
+            && let Some(d) = f.data_ref()
+        {
+            c.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -63,5 +73,24 @@ impl<G> hyper::body::Body for Guarded<G> {
 
 /// Wraps `body` so `guard` is dropped with it.
 pub fn with_guard<G: Send + Sync + 'static>(body: Body, guard: G) -> Body {
-    Guarded { inner: body, guard }.boxed()
+    Guarded {
+        inner: body,
+        counter: None,
+        guard,
+    }
+    .boxed()
+}
+
+/// Wraps `body` so `guard` is dropped with it, adding the data bytes sent to `counter`.
+pub fn with_guard_counting<G: Send + Sync + 'static>(
+    body: Body,
+    guard: G,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Body {
+    Guarded {
+        inner: body,
+        counter: Some(counter),
+        guard,
+    }
+    .boxed()
 }

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::local_reply::{ResponseFlag, local_reply};
+use super::stream_log::{BytesReceived, UpstreamInfo};
 use super::{Body, BoxError};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterSpecifier, HostRewrite, RouteAction, WeightedCluster};
@@ -66,12 +67,11 @@ pub fn choose_cluster<'a>(
 pub async fn forward(
     f: &Forward<'_>,
     cluster: &Arc<ClusterRuntime>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     downstream_version: Version,
 ) -> Response<Body> {
-    let stats = &cluster.stats;
     let Some(host) = cluster.choose_host() else {
-        stats.upstream_cx_none_healthy.inc();
+        cluster.stats.upstream_cx_none_healthy.inc();
         return local_reply(
             503,
             "no healthy upstream",
@@ -79,6 +79,32 @@ pub async fn forward(
             Some(ResponseFlag::NoHealthyUpstream),
         );
     };
+    let mut resp = forward_to(f, cluster, &host, req, downstream_version).await;
+    let local = resp
+        .extensions_mut()
+        .remove::<UpstreamLocal>()
+        .and_then(|l| l.0);
+    resp.extensions_mut().insert(UpstreamInfo {
+        host: host.to_string(),
+        cluster: cluster.config.name.clone(),
+        local_address: local,
+    });
+    resp
+}
+
+/// The local address of the upstream connection a response came over.
+#[derive(Debug, Clone, Copy)]
+struct UpstreamLocal(Option<std::net::SocketAddr>);
+
+async fn forward_to(
+    f: &Forward<'_>,
+    cluster: &Arc<ClusterRuntime>,
+    host: &Arc<Host>,
+    mut req: Request<Incoming>,
+    downstream_version: Version,
+) -> Response<Body> {
+    let stats = &cluster.stats;
+    let host = host.clone();
     let Some(rq_guard) = cluster.try_start_request() else {
         stats.upstream_rq_pending_overflow.inc();
         return reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
@@ -141,6 +167,7 @@ pub async fn forward(
     }
     let request_done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&body)));
     let body = RequestBody {
+        received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
         inner: body,
         done: request_done.clone(),
     };
@@ -307,8 +334,9 @@ async fn send(
 ) -> Result<(Response<Incoming>, Release), SendError> {
     let fut = async {
         if h2 {
-            let mut sender = host.pool.acquire_h2().await.map_err(SendError::Pool)?;
-            let resp = sender.send_request(req).await.map_err(SendError::Reset)?;
+            let (mut sender, local) = host.pool.acquire_h2().await.map_err(SendError::Pool)?;
+            let mut resp = sender.send_request(req).await.map_err(SendError::Reset)?;
+            resp.extensions_mut().insert(UpstreamLocal(local));
             Ok((resp, None))
         } else {
             let mut conn = host
@@ -316,11 +344,12 @@ async fn send(
                 .acquire_h1(upgrade)
                 .await
                 .map_err(SendError::Pool)?;
-            let resp = conn
+            let mut resp = conn
                 .sender
                 .send_request(req)
                 .await
                 .map_err(SendError::Reset)?;
+            resp.extensions_mut().insert(UpstreamLocal(conn.local));
             let host = host.clone();
             let release: Release = if upgrade {
                 None
@@ -348,6 +377,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         done: Arc<AtomicBool>,
+        received: Option<Arc<std::sync::atomic::AtomicU64>>,
     }
 }
 
@@ -361,6 +391,11 @@ impl hyper::body::Body for RequestBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let r = this.inner.as_mut().poll_frame(cx);
+        if let (Some(c), std::task::Poll::Ready(Some(Ok(f)))) = (this.received.as_ref(), &r)
+            && let Some(d) = f.data_ref()
+        {
+            c.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
         let ended = match &r {
             std::task::Poll::Ready(None) => true,
             std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),

@@ -2,14 +2,17 @@
 //! work) and copies bytes both ways until either side closes or the idle timeout passes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::access_log::StreamInfo;
 use crate::config::tcp_proxy::TcpProxyConfig;
+use crate::http::local_reply::ResponseFlag;
 use crate::server::Server;
-use crate::stats::{Counter, Gauge};
+use crate::stats::Counter;
 use crate::upstream::connect::connect;
 
 /// A tcp_proxy config with its stats.
@@ -21,7 +24,6 @@ pub struct TcpProxy {
     downstream_cx_tx_bytes_total: Arc<Counter>,
     downstream_cx_rx_bytes_total: Arc<Counter>,
     idle_timeout: Arc<Counter>,
-    upstream_flush_active: Arc<Gauge>,
 }
 
 impl TcpProxy {
@@ -35,7 +37,6 @@ impl TcpProxy {
             downstream_cx_tx_bytes_total: s.counter(&format!("{p}downstream_cx_tx_bytes_total")),
             downstream_cx_rx_bytes_total: s.counter(&format!("{p}downstream_cx_rx_bytes_total")),
             idle_timeout: s.counter(&format!("{p}idle_timeout")),
-            upstream_flush_active: s.gauge(&format!("{p}upstream_flush_active")),
             config,
         }
     }
@@ -43,10 +44,26 @@ impl TcpProxy {
     /// Proxies one connection.
     pub async fn serve(self: Arc<Self>, server: Arc<Server>, mut down: TcpStream) {
         self.downstream_cx_total.inc();
-        let _ = &self.upstream_flush_active;
+        let mut info = StreamInfo {
+            start: Some(SystemTime::now()),
+            downstream_local_address: down.local_addr().ok(),
+            downstream_remote_address: down.peer_addr().ok(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        self.proxy(&server, &mut down, &mut info).await;
+        info.duration = started.elapsed();
+        for l in &self.config.access_logs {
+            l.log(&info);
+        }
+    }
+
+    async fn proxy(&self, server: &Server, down: &mut TcpStream, info: &mut StreamInfo) {
         let name = self.config.pick(fastrand::u64(..self.config.total_weight));
+        info.upstream_cluster = Some(name.to_string());
         let Some(cluster) = server.clusters.get(name) else {
             self.downstream_cx_no_route.inc();
+            info.response_flags.push(ResponseFlag::NoClusterFound);
             return;
         };
         let stats = &cluster.stats;
@@ -54,15 +71,15 @@ impl TcpProxy {
         for _ in 0..self.config.max_connect_attempts {
             let Some(host) = cluster.choose_host() else {
                 stats.upstream_cx_none_healthy.inc();
+                info.response_flags.push(ResponseFlag::NoHealthyUpstream);
                 break;
             };
-            if cluster
-                .limits
-                .open
-                .load(std::sync::atomic::Ordering::Relaxed)
+            info.upstream_host = Some(host.to_string());
+            if cluster.limits.open.load(Ordering::Relaxed)
                 >= cluster.config.thresholds.max_connections
             {
                 stats.upstream_cx_overflow.inc();
+                info.response_flags.push(ResponseFlag::UpstreamOverflow);
                 break;
             }
             match connect(
@@ -75,10 +92,8 @@ impl TcpProxy {
                 Ok(s) => {
                     stats.upstream_cx_total.inc();
                     stats.upstream_cx_active.inc();
-                    cluster
-                        .limits
-                        .open
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    cluster.limits.open.fetch_add(1, Ordering::Relaxed);
+                    info.upstream_local_address = s.local_addr();
                     upstream = Some(s);
                     break;
                 }
@@ -91,28 +106,31 @@ impl TcpProxy {
             }
         }
         let Some(mut up) = upstream else {
+            if info.response_flags.is_empty() {
+                info.response_flags
+                    .push(ResponseFlag::UpstreamConnectionFailure);
+            }
             // Close at once so a captured client sees the failure.
             let _ = down.shutdown().await;
             return;
         };
         let (rx, tx) = copy_with_idle(
-            &mut down,
+            down,
             &mut up,
             self.config.idle_timeout,
             self.config.max_downstream_connection_duration,
             &self.idle_timeout,
         )
         .await;
+        info.bytes_received = rx;
+        info.bytes_sent = tx;
         self.downstream_cx_rx_bytes_total.add(rx);
         self.downstream_cx_tx_bytes_total.add(tx);
         stats.upstream_cx_tx_bytes_total.add(rx);
         stats.upstream_cx_rx_bytes_total.add(tx);
         stats.upstream_cx_active.dec();
         stats.upstream_cx_destroy.inc();
-        cluster
-            .limits
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        cluster.limits.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

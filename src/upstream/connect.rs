@@ -74,6 +74,16 @@ pub async fn connect(
     }
 }
 
+impl UpstreamStream {
+    /// The local address of a TCP connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            UpstreamStream::Tcp(s) => s.local_addr().ok(),
+            UpstreamStream::Unix(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,

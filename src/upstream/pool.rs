@@ -52,8 +52,15 @@ pub struct Pool {
     limits: Arc<ConnLimits>,
     target: Target,
     idle_h1: Mutex<Vec<H1Conn>>,
-    h2: tokio::sync::Mutex<Option<(http2::SendRequest<UpstreamBody>, u32)>>,
+    h2: tokio::sync::Mutex<Option<H2Slot>>,
 }
+
+/// The pooled HTTP/2 connection: its sender, streams opened on it, and its local address.
+type H2Slot = (
+    http2::SendRequest<UpstreamBody>,
+    u32,
+    Option<std::net::SocketAddr>,
+);
 
 /// An HTTP/1.1 connection checked out of the pool.
 #[derive(Debug)]
@@ -62,6 +69,8 @@ pub struct H1Conn {
     pub sender: http1::SendRequest<UpstreamBody>,
     /// Requests sent on it so far.
     pub requests: u32,
+    /// Its local address.
+    pub local: Option<std::net::SocketAddr>,
     /// When it was last returned to the pool.
     pub idle_since: std::time::Instant,
 }
@@ -147,13 +156,21 @@ impl Pool {
     }
 
     /// The host's HTTP/2 connection, opened on first use and reopened when it closes.
-    pub async fn acquire_h2(&self) -> Result<http2::SendRequest<UpstreamBody>, PoolError> {
+    pub async fn acquire_h2(
+        &self,
+    ) -> Result<
+        (
+            http2::SendRequest<UpstreamBody>,
+            Option<std::net::SocketAddr>,
+        ),
+        PoolError,
+    > {
         let mut slot = self.h2.lock().await;
         let max = self.cluster.max_requests_per_connection;
-        if let Some((s, streams)) = slot.as_mut()
+        if let Some((s, streams, local)) = slot.as_mut()
             && !s.is_closed()
         {
-            let sender = s.clone();
+            let sender = (s.clone(), *local);
             *streams += 1;
             // A connection that reached max_requests_per_connection takes no new streams; it
             // closes once its open streams finish.
@@ -167,6 +184,7 @@ impl Pool {
             self.stats.upstream_cx_overflow.inc();
         }
         let stream = self.open_stream().await?;
+        let local = stream.local_addr();
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(hyper_util::rt::TokioTimer::new());
         if let Some(w) = self.cluster.http2_initial_stream_window_size {
@@ -192,9 +210,9 @@ impl Pool {
             drop(guard);
         });
         if max.is_none_or(|m| m > 1) {
-            *slot = Some((sender.clone(), 1));
+            *slot = Some((sender.clone(), 1, local));
         }
-        Ok(sender)
+        Ok((sender, local))
     }
 
     fn pop_idle(&self) -> Option<H1Conn> {
@@ -227,6 +245,7 @@ impl Pool {
 
     async fn open_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
         let stream = self.open_stream().await?;
+        let local = stream.local_addr();
         let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
             Ok(v) => v,
             Err(e) => {
@@ -250,6 +269,7 @@ impl Pool {
         });
         let _ = idle;
         Ok(H1Conn {
+            local,
             idle_since: std::time::Instant::now(),
             sender,
             requests: 0,

@@ -1,5 +1,6 @@
 //! End-to-end tests: the proxy binary with real clients and upstreams on loopback.
 
+mod access_log;
 mod admin;
 mod config;
 mod grpc;
