@@ -487,6 +487,7 @@ impl HttpConnectionManager {
                     attempt_count: vh.include_request_attempt_count,
                     idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
                     request_deadline: cfg.request_timeout.map(|t| start + t),
+                    upstream_info: !cfg.access_logs.is_empty(),
                 };
                 let mut resp = forward(&f, cluster, req, version).await;
                 if let Some(w) = weighted {

@@ -36,6 +36,8 @@ pub struct Forward<'a> {
     pub idle_timeout: Option<Duration>,
     /// When the whole request must have been received (request_timeout).
     pub request_deadline: Option<Instant>,
+    /// Report the upstream on the response (for access logs).
+    pub upstream_info: bool,
 }
 
 /// Chooses the target cluster name; for weighted clusters, also the chosen entry.
@@ -80,15 +82,17 @@ pub async fn forward(
         );
     };
     let mut resp = forward_to(f, cluster, &host, req, downstream_version).await;
-    let local = resp
-        .extensions_mut()
-        .remove::<UpstreamLocal>()
-        .and_then(|l| l.0);
-    resp.extensions_mut().insert(UpstreamInfo {
-        host: host.to_string(),
-        cluster: cluster.config.name.clone(),
-        local_address: local,
-    });
+    if f.upstream_info {
+        let local = resp
+            .extensions_mut()
+            .remove::<UpstreamLocal>()
+            .and_then(|l| l.0);
+        resp.extensions_mut().insert(UpstreamInfo {
+            host: host.to_string(),
+            cluster: cluster.config.name.clone(),
+            local_address: local,
+        });
+    }
     resp
 }
 
@@ -184,8 +188,8 @@ async fn forward_to(
         upstream_req,
         use_h2,
         f.upgrade,
-        f.action.timeout,
-        f.idle_timeout,
+        (f.action.timeout, f.idle_timeout),
+        f.upstream_info,
     );
     // request_timeout: the whole request must reach the upstream in time, unless the response
     // starts first.
@@ -329,14 +333,16 @@ async fn send(
     req: Request<UpstreamBody>,
     h2: bool,
     upgrade: bool,
-    timeout: Option<Duration>,
-    idle: Option<Duration>,
+    (timeout, idle): (Option<Duration>, Option<Duration>),
+    report_local: bool,
 ) -> Result<(Response<Incoming>, Release), SendError> {
     let fut = async {
         if h2 {
             let (mut sender, local) = host.pool.acquire_h2().await.map_err(SendError::Pool)?;
             let mut resp = sender.send_request(req).await.map_err(SendError::Reset)?;
-            resp.extensions_mut().insert(UpstreamLocal(local));
+            if report_local {
+                resp.extensions_mut().insert(UpstreamLocal(local));
+            }
             Ok((resp, None))
         } else {
             let mut conn = host
@@ -349,7 +355,9 @@ async fn send(
                 .send_request(req)
                 .await
                 .map_err(SendError::Reset)?;
-            resp.extensions_mut().insert(UpstreamLocal(conn.local));
+            if report_local {
+                resp.extensions_mut().insert(UpstreamLocal(conn.local));
+            }
             let host = host.clone();
             let release: Release = if upgrade {
                 None
