@@ -2,7 +2,7 @@
 //! drain signal and the server's own stats.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -173,10 +173,5 @@ impl Server {
     /// Seconds since start.
     pub fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
-    }
-
-    /// Whether /healthcheck/fail was called.
-    pub fn health_check_failed(&self) -> bool {
-        self.health_failed.load(Ordering::Relaxed)
     }
 }

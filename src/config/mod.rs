@@ -152,12 +152,11 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         }
         let known: HashSet<&str> = sr.clusters.iter().map(|c| c.name.as_str()).collect();
         for (i, l) in listeners.iter().enumerate() {
-            check_route_clusters(l, &known, i, &sr.listeners, &mut errs);
+            check_route_clusters(l, &known, i, &mut errs);
         }
     }
 
-    if let Some(dr) = &b.dynamic_resources {
-        let _ = dr;
+    if b.dynamic_resources.is_some() {
         warnings.push(
             "dynamic_resources: xDS is not implemented yet; only static resources are served"
                 .into(),
@@ -265,11 +264,9 @@ fn check_route_clusters(
     l: &listener::Listener,
     known: &HashSet<&str>,
     i: usize,
-    protos: &[envoy_types::pb::envoy::config::listener::v3::Listener],
     errs: &mut ConfigErrors,
 ) {
     let p = index("static_resources", "listeners", i);
-    let _ = protos;
     let chains = l
         .filter_chains
         .iter()

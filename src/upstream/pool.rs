@@ -258,7 +258,6 @@ impl Pool {
             pool_stats: self.stats.clone(),
             limits: self.limits.clone(),
         };
-        let idle = self.cluster.idle_timeout;
         tokio::spawn(async move {
             if upgrades {
                 let _ = conn.with_upgrades().await;
@@ -267,7 +266,6 @@ impl Pool {
             }
             drop(guard);
         });
-        let _ = idle;
         Ok(H1Conn {
             local,
             idle_since: std::time::Instant::now(),
@@ -307,13 +305,6 @@ impl Pool {
         self.stats.upstream_cx_active.dec();
         self.stats.upstream_cx_destroy.inc();
         self.limits.released.notify_one();
-    }
-
-    /// Closes idle connections (drops their senders).
-    pub fn drain_idle(&self) {
-        if let Ok(mut idle) = self.idle_h1.lock() {
-            idle.clear();
-        }
     }
 }
 
