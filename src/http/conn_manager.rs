@@ -386,13 +386,7 @@ impl HttpConnectionManager {
                 req.headers_mut().remove(h);
             }
         }
-        let authority = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let authority = super::authority(req.headers(), req.uri());
         let mut path = req
             .uri()
             .path_and_query()

@@ -21,6 +21,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type served downstream.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// The request's authority: the Host header (HTTP/1.1) or the URI's authority (HTTP/2).
+pub fn authority(headers: &http::HeaderMap, uri: &http::Uri) -> String {
+    headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
 /// An empty body.
 pub fn empty_body() -> Body {
     Empty::<Bytes>::new()

@@ -139,13 +139,7 @@ async fn forward_to(
     } && !f.upgrade;
     let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default();
+    let authority = super::authority(&parts.headers, &parts.uri);
     let path = parts
         .uri
         .path_and_query()

@@ -55,13 +55,7 @@ impl PendingLog {
     ) -> Self {
         let received = BytesReceived::default();
         req.extensions_mut().insert(received.clone());
-        let authority = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let authority = super::authority(req.headers(), req.uri());
         let info = StreamInfo {
             start: Some(SystemTime::now()),
             request: Some(RequestInfo {
