@@ -411,3 +411,16 @@ async fn malformed_http_gets_400_and_the_proxy_keeps_serving() {
     p.wait_stat("http.in.downstream_cx_protocol_error", 3).await;
     assert_eq!(get(addr, "/").await.0, 200);
 }
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one_route(up, "", "", ""));
+    let addr = p.listener("in").await;
+    let big = "y".repeat(4 * 1024 * 1024);
+    let (s, _, body) = http1_request(addr, "POST", "/", "h", &[], Bytes::from(big.clone())).await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["body"].as_str().unwrap().len(), big.len());
+    p.wait_stat("cluster.b.upstream_rq_200", 1).await;
+}
