@@ -65,13 +65,19 @@ fn query_params(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The byte two hex digits spell, if they are hex digits.
+fn hex_byte(hi: u8, lo: u8) -> Result<u8, ()> {
+    let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8).ok_or(());
+    Ok(d(hi)? << 4 | d(lo)?)
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            b'%' if i + 2 < b.len() => match hex_byte(b[i + 1], b[i + 2]) {
                 Ok(v) => {
                     out.push(v);
                     i += 3;
@@ -413,4 +419,16 @@ pub fn refresh_server_gauges(server: &Server) {
 pub fn set_live(server: &Server) {
     server.state.set(ServerState::Live as i64);
     server.stats.gauge("server.live").set(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_never_splits_characters() {
+        assert_eq!(percent_decode("a%41+b"), "aA b");
+        assert_eq!(percent_decode("%é%4"), "%é%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 }

@@ -31,27 +31,32 @@ pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> 
 }
 
 fn canonical(path: &str) -> Option<String> {
-    let mut decoded = String::with_capacity(path.len());
+    let hex = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     let b = path.as_bytes();
+    let mut bytes = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        if c == b'%' && i + 2 < b.len() {
-            let hex = &path[i + 1..i + 3];
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
-                    decoded.push(v as char);
-                } else {
-                    decoded.push('%');
-                    decoded.push_str(&hex.to_ascii_uppercase());
-                }
-                i += 3;
-                continue;
+        if c == b'%'
+            && i + 2 < b.len()
+            && let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            let v = hi << 4 | lo;
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                bytes.push(v);
+            } else {
+                bytes.push(b'%');
+                bytes.push(b[i + 1].to_ascii_uppercase());
+                bytes.push(b[i + 2].to_ascii_uppercase());
             }
+            i += 3;
+            continue;
         }
-        decoded.push(if c == b'\\' { '/' } else { c as char });
+        bytes.push(if c == b'\\' { b'/' } else { c });
         i += 1;
     }
+    // Only ASCII was decoded or replaced, so the bytes are still UTF-8.
+    let decoded = String::from_utf8(bytes).ok()?;
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
@@ -95,5 +100,6 @@ mod tests {
         assert!(normalize("/..", true, false).is_none());
         assert_eq!(normalize("/a//b///c", false, true).unwrap(), "/a/b/c");
         assert_eq!(normalize("/a//b", false, false).unwrap(), "/a//b");
+        assert_eq!(normalize("/%é/ü%", true, false).unwrap(), "/%é/ü%");
     }
 }
