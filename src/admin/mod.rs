@@ -375,7 +375,15 @@ fn clusters(server: &Server, json: bool) -> Response<Body> {
         let mut hosts = Vec::new();
         for h in c.hosts.load().all() {
             if json {
-                hosts.push(serde_json::json!({"address": h.to_string(), "weight": h.weight, "health_status": {"eds_health_status": if h.healthy { "HEALTHY" } else { "UNHEALTHY" }}, "stats": [{"name": "rq_active", "value": h.active_requests.load(Ordering::Relaxed)}]}));
+                let address = match &h.target {
+                    crate::upstream::connect::Target::Socket(a) => {
+                        serde_json::json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+                    }
+                    crate::upstream::connect::Target::Pipe(p) => {
+                        serde_json::json!({"pipe": {"path": p}})
+                    }
+                };
+                hosts.push(serde_json::json!({"address": address, "weight": h.weight, "health_status": {"eds_health_status": if h.healthy { "HEALTHY" } else { "UNHEALTHY" }}, "stats": [{"name": "rq_active", "value": h.active_requests.load(Ordering::Relaxed)}]}));
             } else {
                 out.push_str(&format!("{name}::{h}::rq_active::{}\n{name}::{h}::health_flags::{}\n{name}::{h}::weight::{}\n", h.active_requests.load(Ordering::Relaxed), if h.healthy { "healthy" } else { "/failed_eds_health" }, h.weight));
             }

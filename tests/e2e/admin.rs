@@ -81,6 +81,26 @@ async fn config_dump_has_envoy_shape() {
 }
 
 #[tokio::test]
+async fn clusters_endpoint_in_envoy_shape() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one_route(up, "", "", ""));
+    let (_, text) = p.admin("/clusters").await;
+    assert!(
+        text.contains(&format!("b::{up}::health_flags::healthy")),
+        "{text}"
+    );
+    assert!(
+        text.contains("b::default_priority::max_connections::1024"),
+        "{text}"
+    );
+    let (_, body) = p.admin("/clusters?format=json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let host = &v["cluster_statuses"][0]["host_statuses"][0];
+    assert_eq!(host["address"]["socket_address"]["port_value"], up.port());
+    assert_eq!(host["health_status"]["eds_health_status"], "HEALTHY");
+}
+
+#[tokio::test]
 async fn mutating_endpoints_need_post_and_healthcheck_toggles() {
     let p = Proxy::start(&direct_listener());
     assert_eq!(p.admin("/healthcheck/fail").await.0, 405);
