@@ -294,19 +294,26 @@ pub async fn h2c_get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, Str
 /// An upstream that answers every request with a JSON description of it, HTTP/1.1 or h2c.
 /// A path starting with `/sleep/<ms>` waits that long first; `/status/<code>` answers that code.
 pub async fn echo_upstream(name: &'static str) -> SocketAddr {
+    serve_each(move |s| async move {
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| echo(name, req));
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+            .await;
+    })
+    .await
+}
+
+/// Listens on a loopback port and runs `handle` on every accepted connection.
+async fn serve_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| echo(name, req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                    .await;
-            });
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(handle(s));
         }
     });
     addr
@@ -354,54 +361,36 @@ async fn echo(
 
 /// A TCP server that echoes bytes back.
 pub async fn tcp_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    serve_each(|mut s| async move {
+        let mut buf = [0u8; 4096];
         loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
                     }
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A WebSocket server that echoes messages back.
 pub async fn ws_echo() -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        let _ = ws.send(m).await;
-                    }
-                }
-            });
+    serve_each(|s| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+            return;
+        };
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() || m.is_binary() {
+                let _ = ws.send(m).await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A port that nothing listens on.
