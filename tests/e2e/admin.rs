@@ -124,10 +124,10 @@ async fn quitquitquit_drains_and_exits_zero() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let up = echo_upstream("slow").await;
-    let vhosts = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: /}\n                route: {cluster: slow}\n";
+    let vhosts = routes_to("slow", "");
     let yaml = format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", vhosts, ""),
+        http_listener("in", &vhosts, ""),
         cluster("slow", &[up], "")
     );
     let mut p = Proxy::start_with(&yaml, &["--drain-strategy", "immediate"]);

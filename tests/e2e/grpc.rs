@@ -82,15 +82,13 @@ async fn grpc_upstream(name: &'static str) -> SocketAddr {
     addr
 }
 
-const H2: &str = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
-
 fn config(up: SocketAddr) -> String {
     let vhosts = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: /pilotfish.test.v1.Echo/Unary, grpc: {}, headers: [{name: x-dead, present_match: true}]}\n                route: {cluster: dead}\n              - match: {prefix: /, grpc: {}}\n                route: {cluster: grpc, timeout: 0s}\n";
     format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}{}",
         http_listener("in", vhosts, ""),
-        cluster("grpc", &[up], H2),
-        cluster("dead", &[], H2)
+        cluster("grpc", &[up], H2_UPSTREAM),
+        cluster("dead", &[], H2_UPSTREAM)
     )
 }
 

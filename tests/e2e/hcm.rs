@@ -8,12 +8,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-fn routes_to(cluster: &str, extra: &str) -> String {
-    format!(
-        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: {cluster}{extra}}}\n"
-    )
-}
-
 fn one(hcm_extra: &str, route_extra: &str, up: std::net::SocketAddr) -> String {
     one_route(up, hcm_extra, route_extra, "")
 }

@@ -4,12 +4,6 @@ use bytes::Bytes;
 
 use crate::support::*;
 
-fn routes_to(cluster: &str) -> String {
-    format!(
-        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: {cluster}}}\n"
-    )
-}
-
 #[tokio::test]
 async fn http1_request_is_routed_to_the_upstream_with_envoy_headers_and_stats() {
     let up = echo_upstream("a").await;
@@ -66,8 +60,7 @@ async fn keep_alive_reuses_the_upstream_connection() {
 #[tokio::test]
 async fn h2c_downstream_and_http2_upstream() {
     let up = echo_upstream("h2").await;
-    let h2 = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
-    let yaml = one_route(up, "", "", h2);
+    let yaml = one_route(up, "", "", H2_UPSTREAM);
     let p = Proxy::start(&yaml);
     let addr = p.listener("in").await;
     let (status, _, body) = h2c_get(addr, "/x").await;
@@ -257,7 +250,7 @@ async fn websocket_upgrade_is_proxied() {
         "static_resources:\n  listeners:\n{}  clusters:\n{}",
         http_listener(
             "in",
-            &routes_to("ws"),
+            &routes_to("ws", ""),
             "          upgrade_configs: [{upgrade_type: websocket}]\n"
         ),
         cluster("ws", &[up], "")
@@ -281,7 +274,7 @@ async fn upgrade_without_upgrade_config_is_refused() {
     let up = ws_echo().await;
     let yaml = format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &routes_to("ws"), ""),
+        http_listener("in", &routes_to("ws", ""), ""),
         cluster("ws", &[up], "")
     );
     let p = Proxy::start(&yaml);

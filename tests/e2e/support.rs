@@ -150,23 +150,18 @@ impl Proxy {
 
     /// GET on the admin API: (status, body).
     pub async fn admin(&self, path_and_query: &str) -> (u16, String) {
-        let (s, _, b) = http1_request(
-            self.admin,
-            "GET",
-            path_and_query,
-            "admin",
-            &[],
-            Bytes::new(),
-        )
-        .await;
-        (s, b)
+        self.admin_request("GET", path_and_query).await
     }
 
     /// POST on the admin API.
     pub async fn admin_post(&self, path_and_query: &str) -> (u16, String) {
+        self.admin_request("POST", path_and_query).await
+    }
+
+    async fn admin_request(&self, method: &str, path_and_query: &str) -> (u16, String) {
         let (s, _, b) = http1_request(
             self.admin,
-            "POST",
+            method,
             path_and_query,
             "admin",
             &[],
@@ -445,12 +440,20 @@ pub fn one_route(
     route_extra: &str,
     cluster_extra: &str,
 ) -> String {
-    let vhosts = format!(
-        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: b{route_extra}}}\n"
-    );
     format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        http_listener("in", &vhosts, hcm_extra),
+        http_listener("in", &routes_to("b", route_extra), hcm_extra),
         cluster("b", &[up], cluster_extra)
     )
 }
+
+/// One virtual host matching every authority, whose only route sends every path to `cluster`
+/// (with extra route fields `route_extra`), as YAML list items under `virtual_hosts:`.
+pub fn routes_to(cluster: &str, route_extra: &str) -> String {
+    format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: {cluster}{route_extra}}}\n"
+    )
+}
+
+/// Cluster fields that make it speak HTTP/2 (prior knowledge) upstream.
+pub const H2_UPSTREAM: &str = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
