@@ -65,10 +65,8 @@ impl<G> hyper::body::Body for Guarded<G> {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if let (Some(c), std::task::Poll::Ready(Some(Ok(f)))) = (this.counter.as_ref(), &r)
-            && let Some(d) = f.data_ref()
-        {
-            c.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = this.counter.as_ref() {
+            count_data(c, &r);
         }
         r
     }
@@ -104,4 +102,16 @@ pub fn with_guard_counting<G: Send + Sync + 'static>(
         guard,
     }
     .boxed()
+}
+
+/// Adds the size of a polled data frame to `counter`.
+pub fn count_data<E>(
+    counter: &std::sync::atomic::AtomicU64,
+    polled: &std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, E>>>,
+) {
+    if let std::task::Poll::Ready(Some(Ok(f))) = polled
+        && let Some(d) = f.data_ref()
+    {
+        counter.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }

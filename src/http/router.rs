@@ -393,10 +393,8 @@ impl hyper::body::Body for RequestBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let r = this.inner.as_mut().poll_frame(cx);
-        if let (Some(c), std::task::Poll::Ready(Some(Ok(f)))) = (this.received.as_ref(), &r)
-            && let Some(d) = f.data_ref()
-        {
-            c.fetch_add(d.len() as u64, Ordering::Relaxed);
+        if let Some(c) = this.received.as_ref() {
+            super::count_data(c, &r);
         }
         let ended = match &r {
             std::task::Poll::Ready(None) => true,
