@@ -122,20 +122,16 @@ pub struct Cluster {
     pub idle_timeout: Option<Duration>,
     /// Requests per upstream connection before it is closed.
     pub max_requests_per_connection: Option<u32>,
-    /// HTTP/2 max concurrent streams per connection.
-    pub http2_max_concurrent_streams: Option<u32>,
     /// HTTP/2 stream window.
     pub http2_initial_stream_window_size: Option<u32>,
     /// HTTP/2 connection window.
     pub http2_initial_connection_window_size: Option<u32>,
     /// DNS refresh period.
     pub dns_refresh_rate: Duration,
-    /// Use the TTL of DNS answers as refresh period.
+    /// Refresh at the TTL of DNS answers instead of dns_refresh_rate.
     pub respect_dns_ttl: bool,
     /// DNS family.
     pub dns_lookup_family: DnsLookupFamily,
-    /// Buffer limit per connection.
-    pub per_connection_buffer_limit_bytes: u32,
     /// Panic threshold percentage (default 50; 0 disables).
     pub healthy_panic_threshold: f64,
     /// DNS refresh jitter upper bound.
@@ -358,9 +354,6 @@ impl Cluster {
             protocol,
             idle_timeout,
             max_requests_per_connection,
-            http2_max_concurrent_streams: h2
-                .as_ref()
-                .and_then(|h| h.max_concurrent_streams.as_ref().map(|v| v.value)),
             http2_initial_stream_window_size: h2
                 .as_ref()
                 .and_then(|h| h.initial_stream_window_size.as_ref().map(|v| v.value)),
@@ -375,11 +368,6 @@ impl Cluster {
             },
             respect_dns_ttl: c.respect_dns_ttl,
             dns_lookup_family,
-            per_connection_buffer_limit_bytes: c
-                .per_connection_buffer_limit_bytes
-                .as_ref()
-                .map(|v| v.value)
-                .unwrap_or(1024 * 1024),
             tcp_keepalive,
             healthy_panic_threshold: c
                 .common_lb_config
@@ -449,6 +437,20 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2 = None;
     let mut common = c.common_http_protocol_options;
+    // Envoy opens another upstream connection once one carries max_concurrent_streams; the
+    // pool keeps one connection per host, so a limit is refused rather than ignored.
+    let no_stream_limit = |o: &core::Http2ProtocolOptions, p: String| -> Result<(), ConfigError> {
+        match o.max_concurrent_streams {
+            Some(_) => Err(ConfigError::new(
+                join(&p, "max_concurrent_streams"),
+                "a per-connection stream limit on upstream HTTP/2 connections is not implemented yet",
+            )),
+            None => Ok(()),
+        }
+    };
+    if let Some(o) = &c.http2_protocol_options {
+        no_stream_limit(o, join(path, "http2_protocol_options"))?;
+    }
     if c.http2_protocol_options.is_some() {
         protocol = UpstreamProtocol::Http2;
         h2 = c.http2_protocol_options.clone();
@@ -483,6 +485,7 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
                 Some(PC::HttpProtocolOptions(_)) => protocol = UpstreamProtocol::Http1,
                 Some(PC::Http2ProtocolOptions(o)) => {
+                    no_stream_limit(o, join(&p, "explicit_http_config.http2_protocol_options"))?;
                     protocol = UpstreamProtocol::Http2;
                     h2 = Some(o.clone());
                 }
@@ -501,6 +504,12 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
             },
             Some(U::UseDownstreamProtocolConfig(u)) => {
                 protocol = UpstreamProtocol::UseDownstream;
+                if let Some(o) = &u.http2_protocol_options {
+                    no_stream_limit(
+                        o,
+                        join(&p, "use_downstream_protocol_config.http2_protocol_options"),
+                    )?;
+                }
                 if u.http2_protocol_options.is_some() {
                     h2 = u.http2_protocol_options.clone();
                 }

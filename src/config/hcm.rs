@@ -55,8 +55,6 @@ pub struct HcmConfig {
     pub request_timeout: Option<Duration>,
     /// Time allowed to receive request headers.
     pub request_headers_timeout: Option<Duration>,
-    /// Time between GOAWAY phases while draining.
-    pub drain_timeout: Duration,
     /// Connection idle timeout (default 1h).
     pub idle_timeout: Option<Duration>,
     /// Use the peer address as the client address.
@@ -81,6 +79,10 @@ pub struct HcmConfig {
     pub accept_http_10: bool,
     /// HTTP/2 max concurrent streams.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 initial stream window.
+    pub http2_initial_stream_window_size: Option<u32>,
+    /// HTTP/2 initial connection window.
+    pub http2_initial_connection_window_size: Option<u32>,
     /// Normalize the path (RFC 3986).
     pub normalize_path: bool,
     /// Merge adjacent slashes.
@@ -294,12 +296,6 @@ impl HcmConfig {
                 None,
                 &join(path, "request_headers_timeout"),
             )?,
-            drain_timeout: timeout_or(
-                h.drain_timeout.as_ref(),
-                Some(Duration::from_secs(5)),
-                &join(path, "drain_timeout"),
-            )?
-            .unwrap_or(Duration::ZERO),
             idle_timeout: timeout_or(
                 common.idle_timeout.as_ref(),
                 Some(Duration::from_secs(3600)),
@@ -331,6 +327,14 @@ impl HcmConfig {
                 .http2_protocol_options
                 .as_ref()
                 .and_then(|o| o.max_concurrent_streams.as_ref().map(|v| v.value)),
+            http2_initial_stream_window_size: h
+                .http2_protocol_options
+                .as_ref()
+                .and_then(|o| o.initial_stream_window_size.as_ref().map(|v| v.value)),
+            http2_initial_connection_window_size: h
+                .http2_protocol_options
+                .as_ref()
+                .and_then(|o| o.initial_connection_window_size.as_ref().map(|v| v.value)),
             normalize_path: h.normalize_path.as_ref().map(|v| v.value).unwrap_or(false),
             merge_slashes: h.merge_slashes,
             forward_client_cert,

@@ -104,8 +104,6 @@ pub struct Listener {
     pub filter_chains: Vec<Arc<FilterChain>>,
     /// The chain used when none matches.
     pub default_filter_chain: Option<Arc<FilterChain>>,
-    /// Read buffer per connection.
-    pub per_connection_buffer_limit_bytes: u32,
     /// Direction.
     pub traffic_direction: TrafficDirection,
     /// Open a socket.
@@ -231,11 +229,6 @@ impl Listener {
             stat_prefix,
             filter_chains,
             default_filter_chain,
-            per_connection_buffer_limit_bytes: l
-                .per_connection_buffer_limit_bytes
-                .as_ref()
-                .map(|v| v.value)
-                .unwrap_or(1024 * 1024),
             traffic_direction,
             bind_to_port: l.bind_to_port.as_ref().map(|v| v.value).unwrap_or(true),
             reuse_port: l

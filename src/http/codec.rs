@@ -91,6 +91,12 @@ where
                 if let Some(n) = cfg.http2_max_concurrent_streams {
                     b.max_concurrent_streams(n);
                 }
+                if let Some(w) = cfg.http2_initial_stream_window_size {
+                    b.initial_stream_window_size(w);
+                }
+                if let Some(w) = cfg.http2_initial_connection_window_size {
+                    b.initial_connection_window_size(w);
+                }
                 ServerConn::H2 {
                     conn: b.serve_connection(io, service),
                 }

@@ -291,20 +291,48 @@ async fn close_idle_connections(clusters: Vec<std::sync::Weak<ClusterRuntime>>) 
 }
 
 /// Re-resolves a DNS cluster's endpoints every dns_refresh_rate while the cluster lives.
+/// With `respect_dns_ttl`, names are resolved with a DNS client that reports TTLs (reading the
+/// system's resolver configuration and hosts file); otherwise with the system resolver.
 async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
+    let mut ttl_resolver: Option<hickory_resolver::TokioResolver> = None;
     loop {
         let Some(rt) = weak.upgrade() else { return };
         let mut period = rt.config.dns_refresh_rate;
         let mut failed = false;
         let mut hosts = Vec::new();
+        if rt.config.respect_dns_ttl && ttl_resolver.is_none() {
+            match hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build()) {
+                Ok(r) => ttl_resolver = Some(r),
+                Err(e) => {
+                    tracing::warn!(cluster = %rt.config.name, "cannot read the resolver configuration: {e}")
+                }
+            }
+        }
+        let mut min_ttl: Option<Duration> = None;
         for e in &rt.config.endpoints {
             let HostAddress::Dns(name, port) = &e.address else {
                 continue;
             };
-            match tokio::net::lookup_host((name.as_str(), *port)).await {
+            let resolved: Result<Vec<SocketAddr>, String> = match &ttl_resolver {
+                Some(r) => match r.lookup_ip(name.as_str()).await {
+                    Ok(l) => {
+                        let ttl = l
+                            .valid_until()
+                            .saturating_duration_since(std::time::Instant::now());
+                        min_ttl = Some(min_ttl.map_or(ttl, |m| m.min(ttl)));
+                        Ok(l.iter().map(|ip| SocketAddr::new(ip, *port)).collect())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                None => tokio::net::lookup_host((name.as_str(), *port))
+                    .await
+                    .map(|a| a.collect())
+                    .map_err(|e| e.to_string()),
+            };
+            match resolved {
                 Ok(addrs) => {
                     let mut addrs: Vec<SocketAddr> =
-                        filter_family(addrs.collect(), rt.config.dns_lookup_family);
+                        filter_family(addrs, rt.config.dns_lookup_family);
                     if rt.config.discovery == Discovery::LogicalDns {
                         addrs.truncate(1);
                     }
@@ -323,6 +351,10 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
                     tracing::warn!(cluster = %rt.config.name, "DNS resolution of {name} failed: {err}");
                 }
             }
+        }
+        if let Some(ttl) = min_ttl.filter(|t| !t.is_zero()) {
+            // As Envoy: the answer's TTL replaces dns_refresh_rate.
+            period = ttl;
         }
         if failed && hosts.is_empty() {
             // Keep the last good hosts; retry at the failure refresh rate.

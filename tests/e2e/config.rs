@@ -197,3 +197,17 @@ fn istio_bootstraps_validate() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn upstream_http2_stream_limit_is_refused_with_its_path() {
+    let base = listener_yaml(0, "{name: v, domains: ['*'], routes: []}");
+    let h2 = base.replace(
+        "  - name: c\n",
+        "  - name: c\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 10}}\n",
+    );
+    assert_refused(
+        &h2,
+        "explicit_http_config.http2_protocol_options.max_concurrent_streams",
+        "stream limit",
+    );
+}

@@ -287,9 +287,18 @@ async fn upgrade_without_upgrade_config_is_refused() {
 
 #[tokio::test]
 async fn strict_dns_cluster_resolves_its_hostname() {
+    strict_dns("").await;
+}
+
+#[tokio::test]
+async fn strict_dns_cluster_with_respect_dns_ttl() {
+    strict_dns("    respect_dns_ttl: true\n").await;
+}
+
+async fn strict_dns(extra: &str) {
     let up = echo_upstream("dns").await;
     let dns = format!(
-        "  - name: named\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: named\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}\n",
+        "  - name: named\n    type: STRICT_DNS\n{extra}    dns_lookup_family: V4_ONLY\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: named\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}\n",
         up.port()
     );
     let vhosts = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {prefix: /}\n                route: {cluster: named, auto_host_rewrite: true}\n";
