@@ -34,8 +34,6 @@ pub struct RouteConfig {
     pub internal_only_headers: Vec<http::HeaderName>,
     /// Apply route-level mutations last (most specific wins).
     pub most_specific_wins: bool,
-    /// The largest direct response body allowed.
-    pub max_direct_response_body_size_bytes: u32,
 }
 
 /// A virtual host.
@@ -305,6 +303,29 @@ impl RouteConfig {
         }
         suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        let max_body = rc
+            .max_direct_response_body_size_bytes
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(4096) as usize;
+        for (i, vh) in virtual_hosts.iter().enumerate() {
+            for (j, r) in vh.routes.iter().enumerate() {
+                if let Action::DirectResponse { body: Some(b), .. } = &r.action
+                    && b.len() > max_body
+                {
+                    return Err(ConfigError::new(
+                        format!(
+                            "{}.routes[{j}].direct_response.body",
+                            index(path, "virtual_hosts", i)
+                        ),
+                        format!(
+                            "{} bytes is more than max_direct_response_body_size_bytes ({max_body})",
+                            b.len()
+                        ),
+                    ));
+                }
+            }
+        }
         let mut internal_only_headers = Vec::new();
         for (i, h) in rc.internal_only_headers.iter().enumerate() {
             internal_only_headers.push(
@@ -337,11 +358,6 @@ impl RouteConfig {
             )?,
             internal_only_headers,
             most_specific_wins: rc.most_specific_header_mutations_wins,
-            max_direct_response_body_size_bytes: rc
-                .max_direct_response_body_size_bytes
-                .as_ref()
-                .map(|v| v.value)
-                .unwrap_or(4096),
         })
     }
 

@@ -19,7 +19,7 @@ use super::stats::HcmStats;
 use super::stream_log::{Details, PendingLog, RouteName};
 use crate::config::filters::HttpFilter;
 use crate::config::hcm::{HcmConfig, ServerHeader, UnderscoreAction};
-use crate::config::route::Action;
+use crate::config::route::{Action, RequireTls};
 use crate::listener::drain::DrainWatch;
 use crate::server::Server;
 
@@ -410,6 +410,15 @@ impl HttpConnectionManager {
             stats.no_route.inc();
             return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
         };
+        if requires_tls_redirect(vh.require_tls, decision.internal, req.headers()) {
+            // As Envoy: a plaintext request to a TLS-only virtual host is redirected to https.
+            let mut r = local_reply(301, "", grpc, None);
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            r.extensions_mut().insert(Details("direct_response"));
+            return r;
+        }
         let Some(route) = find_route(vh, &facts) else {
             stats.no_route.inc();
             return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
@@ -507,6 +516,19 @@ impl HttpConnectionManager {
             resp.headers_mut().insert("x-request-id", id);
         }
         resp
+    }
+}
+
+/// Whether `require_tls` sends this request to https: the request counts as TLS when
+/// x-forwarded-proto (set or trusted by the connection manager) says https.
+fn requires_tls_redirect(require: RequireTls, internal: bool, headers: &http::HeaderMap) -> bool {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    match require {
+        RequireTls::None => false,
+        RequireTls::All => !tls,
+        RequireTls::ExternalOnly => !tls && !internal,
     }
 }
 

@@ -211,3 +211,14 @@ fn upstream_http2_stream_limit_is_refused_with_its_path() {
         "stream limit",
     );
 }
+
+#[test]
+fn oversized_direct_response_body_is_refused() {
+    let y = listener_yaml(0, "{name: v, domains: ['*'], routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: '0123456789'}}}]}")
+        .replace("route_config: {", "route_config: {max_direct_response_body_size_bytes: 4, ");
+    assert_refused(
+        &y,
+        "virtual_hosts[0].routes[0].direct_response.body",
+        "max_direct_response_body_size_bytes",
+    );
+}

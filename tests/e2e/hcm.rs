@@ -316,3 +316,44 @@ async fn request_timeout_answers_408_when_the_body_is_too_slow() {
     assert!(started.elapsed() < Duration::from_secs(2));
     p.wait_stat("http.in.downstream_rq_timeout", 1).await;
 }
+
+#[tokio::test]
+async fn require_tls_redirects_plaintext_requests() {
+    let up = echo_upstream("a").await;
+    let vhost = |mode: &str| {
+        format!(
+            "            - name: all\n              domains: [\"*\"]\n              require_tls: {mode}\n              routes:\n              - match: {{prefix: /}}\n                route: {{cluster: b}}\n"
+        )
+    };
+    let all = Proxy::start(&format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &vhost("ALL"), ""),
+        cluster("b", &[up], "")
+    ));
+    let addr = all.listener("in").await;
+    let (s, h, _) = http1_request(addr, "GET", "/x?y=1", "api.example", &[], Bytes::new()).await;
+    assert_eq!(s, 301);
+    assert_eq!(h["location"], "https://api.example/x?y=1");
+    // A trusted x-forwarded-proto says the client used TLS.
+    let (s, _, _) = http1_request(
+        addr,
+        "GET",
+        "/x",
+        "h",
+        &[("x-forwarded-proto", "https")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let external = Proxy::start(&format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener(
+            "in",
+            &vhost("EXTERNAL_ONLY"),
+            "          use_remote_address: true\n"
+        ),
+        cluster("b", &[up], "")
+    ));
+    // Loopback is an internal address: no redirect.
+    assert_eq!(get(external.listener("in").await, "/").await.0, 200);
+}
