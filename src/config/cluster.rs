@@ -455,6 +455,12 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         protocol = UpstreamProtocol::Http2;
         h2 = c.http2_protocol_options.clone();
     }
+    if c.http_protocol_options.is_some() {
+        return Err(ConfigError::unsupported(join(
+            path,
+            "http_protocol_options",
+        )));
+    }
     if c.protocol_selection == 1 {
         protocol = UpstreamProtocol::UseDownstream;
     }
@@ -483,6 +489,12 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         };
         match &o.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                Some(PC::HttpProtocolOptions(o)) if *o != core::Http1ProtocolOptions::default() => {
+                    return Err(ConfigError::unsupported(join(
+                        &p,
+                        "explicit_http_config.http_protocol_options",
+                    )));
+                }
                 Some(PC::HttpProtocolOptions(_)) => protocol = UpstreamProtocol::Http1,
                 Some(PC::Http2ProtocolOptions(o)) => {
                     no_stream_limit(o, join(&p, "explicit_http_config.http2_protocol_options"))?;
@@ -532,11 +544,21 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
     let (idle, max_req) = match &common {
         Some(o) => {
             let p = join(path, "common_http_protocol_options");
-            if o.max_connection_duration.is_some() || o.max_stream_duration.is_some() {
-                return Err(ConfigError::unsupported(join(
-                    &p,
+            for (set, field) in [
+                (
+                    o.max_connection_duration.is_some(),
                     "max_connection_duration",
-                )));
+                ),
+                (o.max_stream_duration.is_some(), "max_stream_duration"),
+                (o.max_headers_count.is_some(), "max_headers_count"),
+                (
+                    o.headers_with_underscores_action != 0,
+                    "headers_with_underscores_action",
+                ),
+            ] {
+                if set {
+                    return Err(ConfigError::unsupported(join(&p, field)));
+                }
             }
             (
                 timeout_or(

@@ -222,3 +222,26 @@ fn oversized_direct_response_body_is_refused() {
         "max_direct_response_body_size_bytes",
     );
 }
+
+#[test]
+fn upstream_protocol_options_not_honoured_are_refused() {
+    let base = listener_yaml(0, "{name: v, domains: ['*'], routes: []}");
+    let opts = |inner: &str| {
+        base.replace(
+            "  - name: c\n",
+            &format!("  - name: c\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n{inner}"),
+        )
+    };
+    assert_refused(
+        &opts(
+            "        common_http_protocol_options: {max_headers_count: 10}\n        explicit_http_config: {http_protocol_options: {}}\n",
+        ),
+        "common_http_protocol_options.max_headers_count",
+        "unsupported field",
+    );
+    assert_refused(
+        &opts("        explicit_http_config: {http_protocol_options: {accept_http_10: true}}\n"),
+        "explicit_http_config.http_protocol_options",
+        "unsupported field",
+    );
+}
