@@ -38,6 +38,8 @@ pub struct Server {
     pub stats: Arc<Store>,
     /// The clusters.
     pub clusters: ClusterManager,
+    /// RDS route configurations by name.
+    pub rds: crate::http::rds::RdsManager,
     /// How connections are discouraged while draining.
     pub drain_strategy: DrainStrategy,
     /// `--drain-time-s`.
@@ -86,17 +88,11 @@ impl Server {
         let state = stats.gauge("server.state");
         state.set(ServerState::Initializing as i64);
         stats.gauge("server.concurrency").set(concurrency as i64);
-        stats
-            .gauge("cluster_manager.active_clusters")
-            .set(config.clusters.len() as i64);
-        stats.gauge("cluster_manager.warming_clusters").set(0);
-        stats
-            .counter("cluster_manager.cluster_added")
-            .add(config.clusters.len() as u64);
-        Arc::new(Self {
+        let server = Arc::new(Self {
             config,
             stats,
             clusters,
+            rds: Default::default(),
             drain_strategy,
             drain_time,
             listeners: Default::default(),
@@ -107,7 +103,20 @@ impl Server {
             concurrency,
             bound: Default::default(),
             sinks,
-        })
+        });
+        let weak = Arc::downgrade(&server);
+        tokio::spawn(async move {
+            // Closes pooled upstream connections past their cluster's idle_timeout.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(s) => s.clusters.close_idle(),
+                    None => return,
+                }
+            }
+        });
+        server
     }
 
     /// Records where listener `name` is bound.

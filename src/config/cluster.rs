@@ -11,6 +11,7 @@ use prost::Message;
 
 use super::common::{HostAddress, address, duration, timeout_or};
 use super::error::{ConfigError, index, join};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 /// How endpoints are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum Discovery {
     StrictDns,
     /// The first address a name resolves to, used for new connections.
     LogicalDns,
+    /// Endpoints from EDS.
+    Eds,
 }
 
 /// The load-balancing policy.
@@ -99,6 +102,18 @@ pub struct EndpointConfig {
     pub healthy: bool,
 }
 
+/// An EDS cluster's subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdsConfig {
+    /// The ClusterLoadAssignment name (`service_name`, or the cluster's name).
+    pub service_name: String,
+    /// Where it comes from.
+    pub source: super::source::ConfigSource,
+}
+
+/// Envoy's default overprovisioning factor, as a percentage.
+pub const DEFAULT_OVERPROVISIONING: u32 = 140;
+
 /// A converted cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -112,8 +127,12 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// Load balancing.
     pub lb_policy: LbPolicy,
-    /// Endpoints.
+    /// Endpoints (of STATIC and DNS clusters).
     pub endpoints: Vec<EndpointConfig>,
+    /// The load assignment's overprovisioning factor, as a percentage (Envoy's default 140).
+    pub overprovisioning_factor: u32,
+    /// Where an EDS cluster's endpoints come from.
+    pub eds: Option<EdsConfig>,
     /// Circuit breakers.
     pub thresholds: Thresholds,
     /// Upstream protocol.
@@ -159,12 +178,7 @@ impl Cluster {
                 Ok(DT::Static) => Discovery::Static,
                 Ok(DT::StrictDns) => Discovery::StrictDns,
                 Ok(DT::LogicalDns) => Discovery::LogicalDns,
-                Ok(DT::Eds) => {
-                    return Err(ConfigError::new(
-                        join(path, "type"),
-                        "EDS clusters need xDS, which is not implemented yet",
-                    ));
-                }
+                Ok(DT::Eds) => Discovery::Eds,
                 Ok(DT::OriginalDst) => {
                     return Err(ConfigError::new(
                         join(path, "type"),
@@ -230,59 +244,42 @@ impl Cluster {
         {
             return Err(ConfigError::unsupported(join(path, "lb_config")));
         }
-        let allow_dns = discovery != Discovery::Static;
-        let mut endpoints = Vec::new();
-        if let Some(la) = &c.load_assignment {
-            let lp = join(path, "load_assignment");
-            if la.policy.is_some() {
-                return Err(ConfigError::unsupported(join(&lp, "policy")));
+        let (endpoints, overprovisioning_factor) = match &c.load_assignment {
+            Some(la) if discovery != Discovery::Eds => {
+                load_assignment(la, &join(path, "load_assignment"), discovery)?
             }
-            for (i, loc) in la.endpoints.iter().enumerate() {
-                let locp = index(&lp, "endpoints", i);
-                for (j, lb) in loc.lb_endpoints.iter().enumerate() {
-                    let ep = index(&locp, "lb_endpoints", j);
-                    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
-                    let e = match &lb.host_identifier {
-                        Some(HI::Endpoint(e)) => e,
-                        Some(HI::EndpointName(_)) => {
-                            return Err(ConfigError::unsupported(join(&ep, "endpoint_name")));
-                        }
-                        None => return Err(ConfigError::new(&ep, "endpoint is required")),
-                    };
-                    let a = e.address.as_ref().ok_or_else(|| {
-                        ConfigError::new(join(&ep, "endpoint.address"), "is required")
-                    })?;
-                    let addr = address(a, &join(&ep, "endpoint.address"), allow_dns)?;
-                    if let HostAddress::Pipe(_) = addr
-                        && discovery != Discovery::Static
-                    {
-                        return Err(ConfigError::new(
-                            join(&ep, "endpoint.address"),
-                            "pipe addresses need a STATIC cluster",
-                        ));
-                    }
-                    let w = lb
-                        .load_balancing_weight
-                        .as_ref()
-                        .map(|v| v.value)
-                        .unwrap_or(1);
-                    if w == 0 {
-                        return Err(ConfigError::new(
-                            join(&ep, "load_balancing_weight"),
-                            "must be at least 1",
-                        ));
-                    }
-                    let healthy = matches!(lb.health_status, 0 | 1 | 5);
-                    endpoints.push(EndpointConfig {
-                        address: addr,
-                        hostname: e.hostname.clone(),
-                        weight: w,
-                        priority: loc.priority,
-                        healthy,
-                    });
-                }
+            _ => (Vec::new(), DEFAULT_OVERPROVISIONING),
+        };
+        let eds = match (&c.eds_cluster_config, discovery) {
+            (Some(e), Discovery::Eds) => {
+                let p = join(path, "eds_cluster_config");
+                let source = e
+                    .eds_config
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new(join(&p, "eds_config"), "is required"))?;
+                Some(EdsConfig {
+                    service_name: if e.service_name.is_empty() {
+                        c.name.clone()
+                    } else {
+                        e.service_name.clone()
+                    },
+                    source: super::source::config_source(source, &join(&p, "eds_config"))?,
+                })
             }
-        }
+            (None, Discovery::Eds) => {
+                return Err(ConfigError::new(
+                    join(path, "eds_cluster_config"),
+                    "is required for EDS clusters",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(ConfigError::new(
+                    join(path, "eds_cluster_config"),
+                    "only EDS clusters take it",
+                ));
+            }
+            (None, _) => None,
+        };
         if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
             return Err(ConfigError::new(
                 join(path, "load_assignment"),
@@ -350,6 +347,8 @@ impl Cluster {
             },
             lb_policy,
             endpoints,
+            overprovisioning_factor,
+            eds,
             thresholds,
             protocol,
             idle_timeout,
@@ -392,6 +391,88 @@ impl Cluster {
             proto: c.clone(),
         })
     }
+}
+
+/// Converts a ClusterLoadAssignment (a cluster's `load_assignment`, or an EDS resource) into
+/// endpoints and an overprovisioning factor. DNS names are allowed unless `discovery` is
+/// STATIC or EDS.
+pub fn load_assignment(
+    la: &ClusterLoadAssignment,
+    lp: &str,
+    discovery: Discovery,
+) -> Result<(Vec<EndpointConfig>, u32), ConfigError> {
+    let allow_dns = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
+    let mut overprovisioning = DEFAULT_OVERPROVISIONING;
+    if let Some(policy) = &la.policy {
+        let pp = join(lp, "policy");
+        if !policy.drop_overloads.is_empty() {
+            return Err(ConfigError::unsupported(join(&pp, "drop_overloads")));
+        }
+        if policy.endpoint_stale_after.is_some() {
+            return Err(ConfigError::unsupported(join(&pp, "endpoint_stale_after")));
+        }
+        if let Some(f) = &policy.overprovisioning_factor {
+            if f.value == 0 {
+                return Err(ConfigError::new(
+                    join(&pp, "overprovisioning_factor"),
+                    "must be greater than 0",
+                ));
+            }
+            overprovisioning = f.value;
+        }
+    }
+    if !la.named_endpoints.is_empty() {
+        return Err(ConfigError::unsupported(join(lp, "named_endpoints")));
+    }
+    let mut endpoints = Vec::new();
+    for (i, loc) in la.endpoints.iter().enumerate() {
+        let locp = index(lp, "endpoints", i);
+        for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+            let ep = index(&locp, "lb_endpoints", j);
+            use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
+            let e = match &lb.host_identifier {
+                Some(HI::Endpoint(e)) => e,
+                Some(HI::EndpointName(_)) => {
+                    return Err(ConfigError::unsupported(join(&ep, "endpoint_name")));
+                }
+                None => return Err(ConfigError::new(&ep, "endpoint is required")),
+            };
+            let a = e
+                .address
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(join(&ep, "endpoint.address"), "is required"))?;
+            let addr = address(a, &join(&ep, "endpoint.address"), allow_dns)?;
+            if let HostAddress::Pipe(_) = addr
+                && discovery != Discovery::Static
+                && discovery != Discovery::Eds
+            {
+                return Err(ConfigError::new(
+                    join(&ep, "endpoint.address"),
+                    "pipe addresses need a STATIC or EDS cluster",
+                ));
+            }
+            let w = lb
+                .load_balancing_weight
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(1);
+            if w == 0 {
+                return Err(ConfigError::new(
+                    join(&ep, "load_balancing_weight"),
+                    "must be at least 1",
+                ));
+            }
+            let healthy = matches!(lb.health_status, 0 | 1 | 5);
+            endpoints.push(EndpointConfig {
+                address: addr,
+                hostname: e.hostname.clone(),
+                weight: w,
+                priority: loc.priority,
+                healthy,
+            });
+        }
+    }
+    Ok((endpoints, overprovisioning))
 }
 
 fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigError> {

@@ -539,6 +539,7 @@ static TABLE: &[Spec] = &[
             "protocol_selection",
             "dns_jitter",
             "dns_failure_refresh_rate",
+            "eds_cluster_config",
         ],
         ignored: &[
             ("metadata", INFO),
@@ -577,7 +578,67 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.endpoint.v3.ClusterLoadAssignment",
-        supported: &["cluster_name", "endpoints"],
+        supported: &["cluster_name", "endpoints", "policy"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy",
+        supported: &["overprovisioning_factor"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
+        supported: &["eds_config", "service_name"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
+        supported: &["lds_config", "cds_config", "ads_config"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.ConfigSource",
+        supported: &[
+            "ads",
+            "api_config_source",
+            "path_config_source",
+            "path",
+            "initial_fetch_timeout",
+            "resource_api_version",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.PathConfigSource",
+        supported: &["path"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.ApiConfigSource",
+        supported: &[
+            "api_type",
+            "transport_api_version",
+            "grpc_services",
+            "set_node_on_first_message_only",
+        ],
+        ignored: &[
+            ("refresh_delay", "only REST sources poll; they are refused"),
+            ("request_timeout", "only REST sources poll; they are refused"),
+        ],
+    },
+    Spec {
+        message: "envoy.config.core.v3.GrpcService",
+        supported: &["envoy_grpc"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.GrpcService.EnvoyGrpc",
+        supported: &["cluster_name", "authority"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
+        supported: &["config_source", "route_config_name"],
         ignored: &[],
     },
     Spec {

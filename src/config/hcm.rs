@@ -30,6 +30,20 @@ pub enum ForwardClientCert {
     Forward,
 }
 
+/// The route table of a connection manager: inline, or fetched by RDS.
+#[derive(Debug, Clone)]
+pub enum Routes {
+    /// `route_config`.
+    Static(Arc<RouteConfig>),
+    /// `rds`: the route configuration named `name`, from `source`.
+    Rds {
+        /// `route_config_name`.
+        name: String,
+        /// `config_source`.
+        source: super::source::ConfigSource,
+    },
+}
+
 /// A converted HttpConnectionManager.
 #[derive(Debug)]
 pub struct HcmConfig {
@@ -37,8 +51,8 @@ pub struct HcmConfig {
     pub stat_prefix: String,
     /// Codec.
     pub codec: Codec,
-    /// The route table.
-    pub route_config: Arc<RouteConfig>,
+    /// Where the route table comes from.
+    pub routes: Routes,
     /// HTTP filters before the router.
     pub http_filters: Vec<filters::HttpFilter>,
     /// The router filter's options.
@@ -148,15 +162,26 @@ impl HcmConfig {
                 "must not be empty",
             ));
         }
-        let route_config = match &h.route_specifier {
-            Some(RS::RouteConfig(rc)) => {
-                Arc::new(RouteConfig::from_proto(rc, &join(path, "route_config"))?)
-            }
-            Some(RS::Rds(_)) => {
-                return Err(ConfigError::new(
-                    join(path, "rds"),
-                    "RDS needs xDS, which is not implemented yet",
-                ));
+        let routes = match &h.route_specifier {
+            Some(RS::RouteConfig(rc)) => Routes::Static(Arc::new(RouteConfig::from_proto(
+                rc,
+                &join(path, "route_config"),
+            )?)),
+            Some(RS::Rds(r)) => {
+                let rp = join(path, "rds");
+                if r.route_config_name.is_empty() {
+                    return Err(ConfigError::new(
+                        join(&rp, "route_config_name"),
+                        "must not be empty",
+                    ));
+                }
+                let cs = r.config_source.as_ref().ok_or_else(|| {
+                    ConfigError::new(join(&rp, "config_source"), "is required")
+                })?;
+                Routes::Rds {
+                    name: r.route_config_name.clone(),
+                    source: super::source::config_source(cs, &join(&rp, "config_source"))?,
+                }
             }
             Some(RS::ScopedRoutes(_)) => {
                 return Err(ConfigError::unsupported(join(path, "scoped_routes")));
@@ -271,7 +296,7 @@ impl HcmConfig {
         Ok(Self {
             stat_prefix: h.stat_prefix.clone(),
             codec,
-            route_config,
+            routes,
             http_filters,
             router,
             server_name: if h.server_name.is_empty() {

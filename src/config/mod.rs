@@ -10,6 +10,7 @@ pub mod filters;
 pub mod hcm;
 pub mod listener;
 pub mod route;
+pub mod source;
 pub mod tcp_proxy;
 
 use std::collections::{HashMap, HashSet};
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     pub stats_flush_interval: std::time::Duration,
     /// Global downstream connection limit from the overload manager.
     pub max_downstream_connections: Option<u64>,
+    /// Where dynamic listeners and clusters come from.
+    pub dynamic: source::Dynamic,
     /// The bootstrap as loaded, for /config_dump.
     pub bootstrap: Bootstrap,
     /// Things accepted with a note (printed at start-up).
@@ -74,7 +77,7 @@ const INTERNAL_LISTENER: &str = "envoy.extensions.bootstrap.internal_listener.v3
 pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, ConfigErrors> {
     let mut errs = ConfigErrors::default();
     fields::check(dynamic, "", &mut errs);
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
 
     let node = b
         .node
@@ -150,17 +153,40 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
                 clusters.push(Arc::new(c));
             }
         }
-        let known: HashSet<&str> = sr.clusters.iter().map(|c| c.name.as_str()).collect();
+    }
+    let dynamic = b
+        .dynamic_resources
+        .as_ref()
+        .map(|d| source::dynamic(d, &mut errs))
+        .unwrap_or_default();
+    let known: HashSet<&str> = clusters.iter().map(|c| &*c.name).collect();
+    // Static routes may name clusters CDS brings later; only a static-only config is checked.
+    if dynamic.cds.is_none() {
         for (i, l) in listeners.iter().enumerate() {
             check_route_clusters(l, &known, i, &mut errs);
         }
     }
-
-    if b.dynamic_resources.is_some() {
-        warnings.push(
-            "dynamic_resources: xDS is not implemented yet; only static resources are served"
-                .into(),
-        );
+    for c in dynamic.clusters() {
+        if !known.contains(c) {
+            errs.push(ConfigError::new(
+                "dynamic_resources",
+                format!("xDS cluster {c:?} is not a static cluster"),
+            ));
+        }
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        if let Some(e) = &c.eds
+            && e.source.source == source::Source::Ads
+            && dynamic.ads.is_none()
+        {
+            errs.push(ConfigError::new(
+                join(
+                    &index("static_resources", "clusters", i),
+                    "eds_cluster_config.eds_config",
+                ),
+                "ads: {} needs dynamic_resources.ads_config",
+            ));
+        }
     }
 
     let mut max_downstream_connections = None;
@@ -239,6 +265,7 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         statsd_sinks,
         stats_flush_interval,
         max_downstream_connections,
+        dynamic,
         bootstrap: b.clone(),
         warnings,
     };
@@ -279,8 +306,10 @@ fn check_route_clusters(
         );
     for (cp, chain) in chains {
         for f in &chain.filters {
-            if let filters::NetworkFilter::HttpConnectionManager(h) = f {
-                for c in h.route_config.referenced_clusters() {
+            if let filters::NetworkFilter::HttpConnectionManager(h) = f
+                && let hcm::Routes::Static(rc) = &h.routes
+            {
+                for c in rc.referenced_clusters() {
                     if !known.contains(&*c) {
                         errs.push(ConfigError::new(
                             format!(

@@ -18,8 +18,8 @@ use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
 use super::stream_log::{Details, PendingLog, RouteName};
 use crate::config::filters::HttpFilter;
-use crate::config::hcm::{HcmConfig, ServerHeader, UnderscoreAction};
-use crate::config::route::{Action, RequireTls};
+use crate::config::hcm::{HcmConfig, Routes, ServerHeader, UnderscoreAction};
+use crate::config::route::{Action, RequireTls, RouteConfig};
 use crate::listener::drain::DrainWatch;
 use crate::server::Server;
 
@@ -102,6 +102,27 @@ pub struct HttpConnectionManager {
     pub stats: HcmStats,
     /// Compressor filters, in chain order.
     compressors: Vec<super::compressor::Compressor>,
+    /// The route table, or its RDS provider.
+    routes: RouteTable,
+}
+
+/// Where a connection manager reads its route table from on each request.
+#[derive(Debug)]
+pub enum RouteTable {
+    /// Inline `route_config`.
+    Static(Arc<RouteConfig>),
+    /// An RDS provider.
+    Rds(Arc<super::rds::RdsProvider>),
+}
+
+impl RouteTable {
+    /// The table for the next request (None until RDS delivers one).
+    pub fn current(&self) -> Option<Arc<RouteConfig>> {
+        match self {
+            Self::Static(rc) => Some(rc.clone()),
+            Self::Rds(p) => p.config(),
+        }
+    }
 }
 
 impl HttpConnectionManager {
@@ -119,10 +140,23 @@ impl HttpConnectionManager {
                 ),
             })
             .collect();
+        let routes = match &config.routes {
+            Routes::Static(rc) => RouteTable::Static(rc.clone()),
+            Routes::Rds { name, .. } => RouteTable::Rds(server.rds.provider(name)),
+        };
         Self {
             config,
             stats,
             compressors,
+            routes,
+        }
+    }
+
+    /// The RDS provider this connection manager reads, if it uses RDS.
+    pub fn rds(&self) -> Option<&Arc<super::rds::RdsProvider>> {
+        match &self.routes {
+            RouteTable::Rds(p) => Some(p),
+            RouteTable::Static(_) => None,
         }
     }
 
@@ -381,7 +415,11 @@ impl HttpConnectionManager {
         let cfg = &self.config;
         let stats = &self.stats;
         let decision = super::headers::mutate_request(cfg, req.headers_mut(), remote.ip(), false);
-        let rc = &cfg.route_config;
+        let Some(rc) = self.routes.current() else {
+            // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
+            stats.no_route.inc();
+            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+        };
         if !decision.internal {
             for h in &rc.internal_only_headers {
                 req.headers_mut().remove(h);
@@ -406,7 +444,7 @@ impl HttpConnectionManager {
             authority: &authority,
             scheme: "http",
         };
-        let Some(vh) = find_virtual_host(rc, &authority) else {
+        let Some(vh) = find_virtual_host(&rc, &authority) else {
             stats.no_route.inc();
             return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
         };
@@ -479,7 +517,7 @@ impl HttpConnectionManager {
                     );
                 };
                 let headers = req.headers_mut();
-                apply_request_mutations(rc, vh, route, weighted, headers);
+                apply_request_mutations(&rc, vh, route, weighted, headers);
                 rewrite(action, weighted, &mut req, &route.matcher.path);
                 super::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
                 let f = Forward {
@@ -493,7 +531,7 @@ impl HttpConnectionManager {
                     request_deadline: cfg.request_timeout.map(|t| start + t),
                     upstream_info: !cfg.access_logs.is_empty(),
                 };
-                let mut resp = forward(&f, cluster, req, version).await;
+                let mut resp = forward(&f, &cluster, req, version).await;
                 if let Some(w) = weighted {
                     w.response_headers.apply(resp.headers_mut());
                 }

@@ -7,6 +7,7 @@ pub mod conn_manager;
 pub mod headers;
 pub mod local_reply;
 pub mod path;
+pub mod rds;
 pub mod rewrite;
 pub mod route_match;
 pub mod router;

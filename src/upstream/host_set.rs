@@ -1,4 +1,4 @@
-//! Host sets by priority, with Envoy's priority load (overprovisioning factor 1.4) and panic
+//! Host sets by priority, with Envoy's priority load (overprovisioning factor) and panic
 //! threshold. Pure: built once per membership change, read per request.
 
 use std::sync::Arc;
@@ -37,12 +37,11 @@ impl<H> Default for HostSet<H> {
     }
 }
 
-const OVERPROVISIONING: u64 = 140;
-
 impl<H: HostHealth> HostSet<H> {
-    /// Groups `hosts` (with their priority) and computes loads; `panic_threshold` is a
-    /// percentage (0 disables panic mode).
-    pub fn new(hosts: Vec<(u32, Arc<H>)>, panic_threshold: f64) -> Self {
+    /// Groups `hosts` (with their priority) and computes loads; `panic_threshold` and
+    /// `overprovisioning` are percentages (0 disables panic mode; Envoy's default
+    /// overprovisioning factor is 140).
+    pub fn new(hosts: Vec<(u32, Arc<H>)>, panic_threshold: f64, overprovisioning: u32) -> Self {
         let levels = hosts
             .iter()
             .map(|(p, _)| *p as usize + 1)
@@ -69,7 +68,7 @@ impl<H: HostHealth> HostSet<H> {
                 if l.all.is_empty() {
                     0
                 } else {
-                    (OVERPROVISIONING * l.healthy.len() as u64 * 100 / (100 * l.all.len() as u64))
+                    (overprovisioning as u64 * l.healthy.len() as u64 * 100 / (100 * l.all.len() as u64))
                         .min(100)
                 }
             })
@@ -148,9 +147,14 @@ mod tests {
     }
 
     fn set(spec: &[(u32, bool)], panic: f64) -> HostSet<H> {
+        set_with(spec, panic, 140)
+    }
+
+    fn set_with(spec: &[(u32, bool)], panic: f64, overprovisioning: u32) -> HostSet<H> {
         HostSet::new(
             spec.iter().map(|(p, h)| (*p, Arc::new(H(*h)))).collect(),
             panic,
+            overprovisioning,
         )
     }
 
@@ -167,6 +171,14 @@ mod tests {
         let s = set(&[(0, true), (0, false), (1, true)], 0.0);
         assert_eq!(s.priorities[0].load, 70);
         assert_eq!(s.priorities[1].load, 30);
+    }
+
+    #[test]
+    fn overprovisioning_factor_scales_spill_over() {
+        // P0 half healthy with factor 1.0: only 50% stays.
+        let s = set_with(&[(0, true), (0, false), (1, true)], 0.0, 100);
+        assert_eq!(s.priorities[0].load, 50);
+        assert_eq!(s.priorities[1].load, 50);
     }
 
     #[test]

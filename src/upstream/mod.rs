@@ -12,9 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use std::sync::Mutex;
+use std::time::SystemTime;
 
-use crate::config::cluster::{Cluster, Discovery, DnsLookupFamily};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+use crate::config::cluster::{Cluster, Discovery, DnsLookupFamily, EndpointConfig};
+use crate::stats::{Counter, Gauge};
 use crate::config::common::HostAddress;
 use crate::stats::Store;
 use connect::Target;
@@ -35,8 +40,8 @@ pub struct Host {
     pub healthy: bool,
     /// Requests in flight.
     pub active_requests: AtomicU64,
-    /// Its connection pool.
-    pub pool: Pool,
+    /// Its connection pool (kept across endpoint updates that change only weight or health).
+    pub pool: Arc<Pool>,
 }
 
 impl host_set::HostHealth for Host {
@@ -78,6 +83,21 @@ impl std::fmt::Display for Host {
     }
 }
 
+/// One accepted ClusterLoadAssignment.
+#[derive(Debug)]
+pub struct Assignment {
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Overprovisioning factor (percent).
+    pub overprovisioning_factor: u32,
+    /// As received, for /config_dump.
+    pub proto: ClusterLoadAssignment,
+    /// The version it came with.
+    pub version: String,
+    /// When it was accepted.
+    pub last_updated: SystemTime,
+}
+
 /// A cluster at run time: its config, current hosts, balancer and stats.
 #[derive(Debug)]
 pub struct ClusterRuntime {
@@ -94,12 +114,25 @@ pub struct ClusterRuntime {
     /// Connection limits shared by the hosts' pools.
     pub limits: Arc<ConnLimits>,
     /// True once the cluster has its first host set (at once for STATIC, after the first DNS
-    /// resolution otherwise), as Envoy's cluster initialization.
+    /// resolution or EDS assignment otherwise), as Envoy's cluster initialization.
     pub initialized: tokio::sync::watch::Sender<bool>,
+    /// Whether it came from CDS (static clusters cannot be changed by CDS).
+    pub added_via_api: bool,
+    /// The CDS version it came with.
+    pub version: String,
+    /// When it was added.
+    pub last_updated: SystemTime,
+    /// The EDS assignment its hosts come from.
+    pub assignment: ArcSwapOption<Assignment>,
 }
 
 impl ClusterRuntime {
-    fn new(config: Arc<Cluster>, store: &Arc<Store>) -> Arc<Self> {
+    fn new(
+        config: Arc<Cluster>,
+        store: &Arc<Store>,
+        added_via_api: bool,
+        version: &str,
+    ) -> Arc<Self> {
         let stats = Arc::new(ClusterStats::new(store, &config.stat_name));
         let rt = Arc::new(Self {
             hosts: ArcSwap::from_pointee(host_set::HostSet::default()),
@@ -108,53 +141,43 @@ impl ClusterRuntime {
             open_requests: AtomicU64::new(0),
             limits: Arc::default(),
             initialized: tokio::sync::watch::channel(false).0,
+            added_via_api,
+            version: version.to_string(),
+            last_updated: SystemTime::now(),
+            assignment: ArcSwapOption::empty(),
             config,
         });
         if rt.config.discovery == Discovery::Static {
-            let hosts = rt
-                .config
-                .endpoints
-                .iter()
-                .filter_map(|e| {
-                    let target = match &e.address {
-                        HostAddress::Socket(s) => Target::Socket(*s),
-                        HostAddress::Pipe(p) => Target::Pipe(p.clone()),
-                        HostAddress::Dns(..) => return None,
-                    };
-                    Some(HostSpec {
-                        target,
-                        hostname: e.hostname.clone(),
-                        weight: e.weight,
-                        healthy: e.healthy,
-                        priority: e.priority,
-                    })
-                })
-                .collect();
-            rt.set_hosts(hosts);
+            rt.set_hosts(static_hosts(&rt.config.endpoints), rt.config.overprovisioning_factor);
             rt.initialized.send_replace(true);
         }
         rt
     }
 
     /// Replaces the host set, keeping the pools of hosts that stay.
-    pub fn set_hosts(self: &Arc<Self>, hosts: Vec<HostSpec>) {
+    pub fn set_hosts(self: &Arc<Self>, hosts: Vec<HostSpec>, overprovisioning: u32) {
         let old = self.hosts.load();
         let mut next = Vec::with_capacity(hosts.len());
         for spec in hosts {
-            let same = old.all().find(|h| {
-                same_target(&h.target, &spec.target)
-                    && h.weight == spec.weight
-                    && h.healthy == spec.healthy
-            });
+            let same = old.all().find(|h| same_target(&h.target, &spec.target));
             let host = match same {
-                Some(h) => h.clone(),
-                None => Arc::new(Host {
-                    pool: Pool::new(
-                        self.config.clone(),
-                        self.stats.clone(),
-                        self.limits.clone(),
-                        spec.target.clone(),
-                    ),
+                Some(h)
+                    if h.weight == spec.weight
+                        && h.healthy == spec.healthy
+                        && h.hostname == spec.hostname =>
+                {
+                    h.clone()
+                }
+                _ => Arc::new(Host {
+                    pool: match same {
+                        Some(h) => h.pool.clone(),
+                        None => Arc::new(Pool::new(
+                            self.config.clone(),
+                            self.stats.clone(),
+                            self.limits.clone(),
+                            spec.target.clone(),
+                        )),
+                    },
                     target: spec.target,
                     hostname: spec.hostname,
                     weight: spec.weight,
@@ -164,11 +187,19 @@ impl ClusterRuntime {
             };
             next.push((spec.priority, host));
         }
-        let set = host_set::HostSet::new(next, self.config.healthy_panic_threshold);
+        let set =
+            host_set::HostSet::new(next, self.config.healthy_panic_threshold, overprovisioning);
         let (total, healthy) = set.counts();
         self.stats.membership_total.set(total as i64);
         self.stats.membership_healthy.set(healthy as i64);
         self.hosts.store(Arc::new(set));
+    }
+
+    /// Applies an EDS assignment and marks the cluster initialized.
+    fn assign(self: &Arc<Self>, a: Arc<Assignment>) {
+        self.set_hosts(static_hosts(&a.endpoints), a.overprovisioning_factor);
+        self.assignment.store(Some(a));
+        self.initialized.send_replace(true);
     }
 
     /// Picks a host, or None when the cluster has no host to send to.
@@ -198,6 +229,31 @@ impl ClusterRuntime {
             cluster: self.clone(),
         })
     }
+
+    fn is_initialized(&self) -> bool {
+        *self.initialized.borrow()
+    }
+}
+
+/// Hosts of endpoints with fixed addresses (DNS names are resolved elsewhere).
+fn static_hosts(endpoints: &[EndpointConfig]) -> Vec<HostSpec> {
+    endpoints
+        .iter()
+        .filter_map(|e| {
+            let target = match &e.address {
+                HostAddress::Socket(s) => Target::Socket(*s),
+                HostAddress::Pipe(p) => Target::Pipe(p.clone()),
+                HostAddress::Dns(..) => return None,
+            };
+            Some(HostSpec {
+                target,
+                hostname: e.hostname.clone(),
+                weight: e.weight,
+                healthy: e.healthy,
+                priority: e.priority,
+            })
+        })
+        .collect()
 }
 
 fn same_target(a: &Target, b: &Target) -> bool {
@@ -225,58 +281,293 @@ impl Drop for RequestGuard {
     }
 }
 
-/// Every cluster by name.
-#[derive(Debug, Default)]
+type ClusterMap = HashMap<Arc<str>, Arc<ClusterRuntime>>;
+
+/// Why CDS could not apply a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterUpdateError {
+    /// A static cluster has the name.
+    #[error("cluster {0:?} is a static cluster and cannot be changed by CDS")]
+    Static(String),
+}
+
+#[derive(Debug)]
+struct ManagerStats {
+    cluster_added: Arc<Counter>,
+    cluster_modified: Arc<Counter>,
+    cluster_removed: Arc<Counter>,
+    active_clusters: Arc<Gauge>,
+    warming_clusters: Arc<Gauge>,
+}
+
+/// Every cluster by name: the active ones (read per request without locks) and the ones
+/// warming (waiting for their first hosts before they replace or join the active set).
+#[derive(Debug)]
 pub struct ClusterManager {
-    clusters: HashMap<Arc<str>, Arc<ClusterRuntime>>,
+    active: ArcSwap<ClusterMap>,
+    warming: Mutex<ClusterMap>,
+    /// Serializes writers of `active`.
+    write: Mutex<()>,
+    /// The last assignment of each EDS service name.
+    assignments: Mutex<HashMap<String, Arc<Assignment>>>,
+    store: Arc<Store>,
+    stats: ManagerStats,
+    /// Told when a cluster finishes warming or the set of EDS names changes.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl ClusterManager {
-    /// Builds the runtime of every cluster and starts DNS resolution for DNS clusters.
+    /// Builds the runtime of every static cluster and starts DNS resolution for DNS clusters.
     pub fn new(clusters: &[Arc<Cluster>], store: &Arc<Store>) -> Self {
+        let stats = ManagerStats {
+            cluster_added: store.counter("cluster_manager.cluster_added"),
+            cluster_modified: store.counter("cluster_manager.cluster_modified"),
+            cluster_removed: store.counter("cluster_manager.cluster_removed"),
+            active_clusters: store.gauge("cluster_manager.active_clusters"),
+            warming_clusters: store.gauge("cluster_manager.warming_clusters"),
+        };
+        let cm = Self {
+            active: ArcSwap::from_pointee(HashMap::new()),
+            warming: Mutex::new(HashMap::new()),
+            write: Mutex::new(()),
+            assignments: Mutex::new(HashMap::new()),
+            store: store.clone(),
+            stats,
+            changed: Arc::new(tokio::sync::Notify::new()),
+        };
         let mut map = HashMap::new();
         for c in clusters {
-            let rt = ClusterRuntime::new(c.clone(), store);
-            if c.discovery != Discovery::Static {
-                tokio::spawn(resolve_loop(Arc::downgrade(&rt)));
-            }
+            let rt = ClusterRuntime::new(c.clone(), store, false, "");
+            start_discovery(&rt);
             map.insert(c.name.clone(), rt);
         }
-        tokio::spawn(close_idle_connections(
-            map.values().map(Arc::downgrade).collect(),
-        ));
-        Self { clusters: map }
+        cm.stats.cluster_added.add(map.len() as u64);
+        cm.active.store(Arc::new(map));
+        cm.refresh_gauges();
+        cm
     }
 
-    /// The cluster named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<ClusterRuntime>> {
-        self.clusters.get(name)
+    /// The active cluster named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<ClusterRuntime>> {
+        self.active.load().get(name).cloned()
     }
 
-    /// Completes when every cluster has initialized (DNS clusters after their first resolution).
+    /// Completes when every static cluster has initialized (DNS clusters after their first
+    /// resolution).
     pub async fn wait_initialized(&self) {
-        for c in self.clusters.values() {
+        let all: Vec<_> = self.active.load().values().cloned().collect();
+        for c in all {
             let mut rx = c.initialized.subscribe();
             let _ = rx.wait_for(|done| *done).await;
         }
     }
 
-    /// Every cluster, sorted by name.
-    pub fn all(&self) -> Vec<&Arc<ClusterRuntime>> {
-        let mut v: Vec<_> = self.clusters.values().collect();
+    /// Every active cluster, sorted by name.
+    pub fn all(&self) -> Vec<Arc<ClusterRuntime>> {
+        let mut v: Vec<_> = self.active.load().values().cloned().collect();
         v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         v
     }
-}
 
-/// Closes pooled upstream connections past their cluster's idle_timeout, once a second.
-async fn close_idle_connections(clusters: Vec<std::sync::Weak<ClusterRuntime>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let mut alive = false;
-        for c in clusters.iter().filter_map(std::sync::Weak::upgrade) {
-            alive = true;
+    /// Every warming cluster, sorted by name.
+    pub fn warming(&self) -> Vec<Arc<ClusterRuntime>> {
+        let mut v: Vec<_> = lock(&self.warming).values().cloned().collect();
+        v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        v
+    }
+
+    /// Adds or updates a CDS cluster. Returns false when the cluster is unchanged. A new or
+    /// changed cluster warms until its first hosts arrive; the previous version keeps serving
+    /// meanwhile.
+    pub fn add_or_update(
+        &self,
+        config: Arc<Cluster>,
+        version: &str,
+    ) -> Result<bool, ClusterUpdateError> {
+        let _w = lock(&self.write);
+        let name = config.name.clone();
+        let current = self.active.load().get(&name).cloned();
+        if let Some(c) = &current {
+            if !c.added_via_api {
+                return Err(ClusterUpdateError::Static(name.to_string()));
+            }
+            if c.config.proto == config.proto && !lock(&self.warming).contains_key(&name) {
+                return Ok(false);
+            }
+        }
+        if let Some(w) = lock(&self.warming).get(&name)
+            && w.config.proto == config.proto
+        {
+            return Ok(false);
+        }
+        let rt = ClusterRuntime::new(config.clone(), &self.store, true, version);
+        if let Some(eds) = &config.eds
+            && let Some(a) = lock(&self.assignments).get(&eds.service_name).cloned()
+        {
+            rt.assign(a);
+        }
+        start_discovery(&rt);
+        if current.is_some() {
+            self.stats.cluster_modified.inc();
+        } else {
+            self.stats.cluster_added.inc();
+        }
+        if rt.is_initialized() {
+            lock(&self.warming).remove(&name);
+            self.publish(rt);
+        } else {
+            lock(&self.warming).insert(name, rt);
+            self.changed.notify_one();
+        }
+        self.refresh_gauges();
+        Ok(true)
+    }
+
+    /// Moves warming clusters that have initialized into the active set; returns how many.
+    pub fn promote_warmed(&self) -> usize {
+        let _w = lock(&self.write);
+        let ready: Vec<_> = {
+            let mut warming = lock(&self.warming);
+            let names: Vec<_> = warming
+                .iter()
+                .filter(|(_, c)| c.is_initialized())
+                .map(|(n, _)| n.clone())
+                .collect();
+            names.iter().filter_map(|n| warming.remove(n)).collect()
+        };
+        let n = ready.len();
+        if n > 0 {
+            let mut map = (**self.active.load()).clone();
+            for rt in ready {
+                map.insert(rt.config.name.clone(), rt);
+            }
+            self.active.store(Arc::new(map));
+            self.refresh_gauges();
+            self.changed.notify_one();
+        }
+        n
+    }
+
+    /// Gives up waiting for warming clusters' first hosts (initial_fetch_timeout): they become
+    /// active with what they have.
+    pub fn finish_warming(&self) {
+        for c in lock(&self.warming).values() {
+            c.initialized.send_replace(true);
+        }
+        self.promote_warmed();
+    }
+
+    fn publish(&self, rt: Arc<ClusterRuntime>) {
+        let mut map = (**self.active.load()).clone();
+        map.insert(rt.config.name.clone(), rt);
+        self.active.store(Arc::new(map));
+    }
+
+    /// Removes a CDS cluster (static ones stay). In-flight requests finish on the runtime they
+    /// hold.
+    pub fn remove(&self, name: &str) -> bool {
+        let _w = lock(&self.write);
+        let warm = lock(&self.warming).remove(name).is_some();
+        let active = match self.active.load().get(name) {
+            Some(c) if c.added_via_api => {
+                let mut map = (**self.active.load()).clone();
+                map.remove(name);
+                self.active.store(Arc::new(map));
+                true
+            }
+            _ => false,
+        };
+        if warm || active {
+            self.stats.cluster_removed.inc();
+            self.refresh_gauges();
+            self.changed.notify_one();
+        }
+        warm || active
+    }
+
+    /// Names of every CDS cluster, active or warming.
+    pub fn dynamic_names(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<_> = self
+            .active
+            .load()
+            .values()
+            .filter(|c| c.added_via_api)
+            .map(|c| c.config.name.clone())
+            .collect();
+        v.extend(lock(&self.warming).keys().cloned());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// EDS service names some cluster (active or warming) wants, sorted.
+    pub fn eds_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .active
+            .load()
+            .values()
+            .chain(lock(&self.warming).values())
+            .filter_map(|c| c.config.eds.as_ref().map(|e| e.service_name.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Applies an EDS assignment to every cluster using `service_name`.
+    pub fn update_assignment(&self, service_name: &str, a: Assignment) {
+        let a = Arc::new(a);
+        lock(&self.assignments).insert(service_name.to_string(), a.clone());
+        let uses = |c: &Arc<ClusterRuntime>| {
+            c.config
+                .eds
+                .as_ref()
+                .is_some_and(|e| e.service_name == service_name)
+        };
+        for c in self.active.load().values().filter(|c| uses(c)) {
+            c.assign(a.clone());
+        }
+        let warming: Vec<_> = lock(&self.warming).values().filter(|c| uses(c)).cloned().collect();
+        for c in warming {
+            c.assign(a.clone());
+        }
+        self.promote_warmed();
+    }
+
+    /// Forgets the assignment of `service_name` (removed by the control plane): clusters using
+    /// it are left with no hosts.
+    pub fn remove_assignment(&self, service_name: &str) {
+        lock(&self.assignments).remove(service_name);
+        for c in self.active.load().values() {
+            if c.config
+                .eds
+                .as_ref()
+                .is_some_and(|e| e.service_name == service_name)
+            {
+                c.assignment.store(None);
+                c.set_hosts(Vec::new(), c.config.overprovisioning_factor);
+            }
+        }
+    }
+
+    /// Drops remembered assignments no cluster uses.
+    pub fn prune_assignments(&self) {
+        let names = self.eds_names();
+        lock(&self.assignments).retain(|n, _| names.binary_search(n).is_ok());
+    }
+
+    fn refresh_gauges(&self) {
+        self.stats
+            .active_clusters
+            .set(self.active.load().len() as i64);
+        self.stats
+            .warming_clusters
+            .set(lock(&self.warming).len() as i64);
+    }
+
+    /// Closes pooled upstream connections past their cluster's idle_timeout.
+    pub fn close_idle(&self) {
+        for c in self.active.load().values() {
             for h in c.hosts.load().all() {
                 let closed = h.pool.close_idle();
                 if closed > 0 {
@@ -284,9 +575,20 @@ async fn close_idle_connections(clusters: Vec<std::sync::Weak<ClusterRuntime>>) 
                 }
             }
         }
-        if !alive {
-            return;
-        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts DNS resolution for DNS clusters; STATIC and EDS clusters need none.
+fn start_discovery(rt: &Arc<ClusterRuntime>) {
+    if matches!(
+        rt.config.discovery,
+        Discovery::StrictDns | Discovery::LogicalDns
+    ) {
+        tokio::spawn(resolve_loop(Arc::downgrade(rt)));
     }
 }
 
@@ -360,7 +662,7 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
             // Keep the last good hosts; retry at the failure refresh rate.
             period = rt.config.dns_failure_refresh_rate.unwrap_or(period);
         } else {
-            rt.set_hosts(hosts);
+            rt.set_hosts(hosts, rt.config.overprovisioning_factor);
         }
         // The first resolution initializes the cluster, whether or not it found hosts.
         rt.initialized.send_replace(true);
