@@ -8,7 +8,6 @@ use tracing_subscriber::{EnvFilter, reload};
 
 use crate::bootstrap::cli::{Mode, Options};
 use crate::config::ServerConfig;
-use crate::listener::ActiveListener;
 use crate::server::Server;
 
 type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -262,46 +261,11 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         opts.drain_strategy,
         Duration::from_secs(opts.drain_time_s),
     );
-    // Sockets per worker: a SO_REUSEPORT socket each, or one shared socket.
-    let mut per_worker: Vec<Vec<(Arc<ActiveListener>, std::net::TcpListener)>> =
-        (0..concurrency).map(|_| Vec::new()).collect();
     for l in &config.listeners {
-        let active = ActiveListener::new(l.clone(), &server);
-        if let Ok(mut all) = server.listeners.lock() {
-            all.push(active.clone());
+        if let Err(e) = server.listeners.add_or_update(&server, l.clone(), "", false) {
+            eprintln!("error: {e}");
+            return 1;
         }
-        if !l.bind_to_port {
-            continue;
-        }
-        let mut addr = l.address;
-        let mut shared: Option<std::net::TcpListener> = None;
-        for worker in per_worker.iter_mut() {
-            let sock = match (&shared, l.reuse_port) {
-                (Some(s), false) => s.try_clone(),
-                _ => active.bind(addr),
-            };
-            match sock {
-                Ok(s) => {
-                    // Port 0 binds once; the other workers share the port it got.
-                    if let Ok(a) = s.local_addr() {
-                        addr = a;
-                    }
-                    server.record_bound(&l.name, addr);
-                    if !l.reuse_port && shared.is_none() {
-                        shared = s.try_clone().ok();
-                    }
-                    worker.push((active.clone(), s));
-                }
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot bind listener {} on {}: {e}",
-                        l.name, l.address
-                    );
-                    return 1;
-                }
-            }
-        }
-        tracing::info!("listener {} serving on {addr}", l.name);
     }
     let admin = match config.admin_address {
         Some(a) => match tokio::net::TcpListener::bind(a).await {
@@ -333,47 +297,17 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         tokio::spawn(crate::admin::serve(server.clone(), a))
     });
     server.clusters.wait_initialized().await;
-    for (i, sockets) in per_worker.into_iter().enumerate() {
+    let receivers = std::mem::take(&mut *server.worker_rx.lock().unwrap_or_else(|e| e.into_inner()));
+    for (i, rx) in receivers.into_iter().enumerate() {
         let server = server.clone();
         let started = std::thread::Builder::new()
             .name(format!("pilotfish-wrk{i}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("worker {i}: cannot start runtime: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let mut loops = tokio::task::JoinSet::new();
-                    for (active, sock) in sockets {
-                        match tokio::net::TcpListener::from_std(sock) {
-                            Ok(l) => {
-                                loops.spawn(active.accept_loop(server.clone(), l));
-                            }
-                            Err(e) => {
-                                tracing::error!("worker {i}: listener {}: {e}", active.config.name)
-                            }
-                        }
-                    }
-                    // Serve until the process exits; accept loops end when listeners stop.
-                    while loops.join_next().await.is_some() {}
-                    std::future::pending::<()>().await;
-                });
-            });
+            .spawn(move || worker(i, server, rx));
         if let Err(e) = started {
             eprintln!("error: cannot start worker {i}: {e}");
             return 1;
         }
     }
-    server
-        .stats
-        .gauge("listener_manager.total_listeners_active")
-        .set(config.listeners.len() as i64);
     server
         .stats
         .gauge("listener_manager.workers_started")
@@ -398,6 +332,42 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
     crate::access_log::flush_all();
     tracing::info!("exiting");
     0
+}
+
+/// A worker: a current-thread runtime accepting on the sockets the listener manager hands it.
+fn worker(
+    i: usize,
+    server: Arc<Server>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::listener::manager::WorkerCommand>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker {i}: cannot start runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                crate::listener::manager::WorkerCommand::Serve(active, sock) => {
+                    match tokio::net::TcpListener::from_std(sock) {
+                        Ok(l) => {
+                            tokio::spawn(active.accept_loop(server.clone(), l));
+                        }
+                        Err(e) => {
+                            tracing::error!("worker {i}: listener {}: {e}", active.config.name)
+                        }
+                    }
+                }
+            }
+        }
+        // The manager is gone only at exit; keep serving what is running.
+        std::future::pending::<()>().await;
+    });
 }
 
 async fn wait_for_shutdown(server: &Server) {

@@ -11,6 +11,7 @@ use crate::bootstrap::cli::DrainStrategy;
 use crate::config::ServerConfig;
 use crate::config::listener::{DrainType, TrafficDirection};
 use crate::listener::ActiveListener;
+use crate::listener::manager::{ListenerManager, WorkerCommand};
 use crate::stats::statsd::StatsdSink;
 use crate::stats::{Gauge, Store};
 use crate::upstream::ClusterManager;
@@ -44,8 +45,10 @@ pub struct Server {
     pub drain_strategy: DrainStrategy,
     /// `--drain-time-s`.
     pub drain_time: Duration,
-    /// Every active listener.
-    pub listeners: std::sync::Mutex<Vec<Arc<ActiveListener>>>,
+    /// Every listener.
+    pub listeners: ListenerManager,
+    /// The workers' command receivers, taken when the workers start.
+    pub worker_rx: std::sync::Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<WorkerCommand>>>,
     /// Set by /healthcheck/fail.
     pub health_failed: AtomicBool,
     /// Start time.
@@ -85,6 +88,7 @@ impl Server {
         }
         let stats = Arc::new(store);
         let clusters = ClusterManager::new(&config.clusters, &stats);
+        let (listeners, worker_rx) = ListenerManager::new(concurrency, &stats);
         let state = stats.gauge("server.state");
         state.set(ServerState::Initializing as i64);
         stats.gauge("server.concurrency").set(concurrency as i64);
@@ -95,7 +99,8 @@ impl Server {
             rds: Default::default(),
             drain_strategy,
             drain_time,
-            listeners: Default::default(),
+            listeners,
+            worker_rx: std::sync::Mutex::new(worker_rx),
             health_failed: AtomicBool::new(false),
             started: Instant::now(),
             state,
@@ -135,7 +140,7 @@ impl Server {
     pub fn start_drain(&self) {
         self.state.set(ServerState::Draining as i64);
         for l in self.active_listeners() {
-            l.stop_accepting();
+            self.listeners.stop_listening(&l);
             l.drain.start();
         }
     }
@@ -152,7 +157,7 @@ impl Server {
             .collect();
         if !graceful {
             for l in &selected {
-                l.stop_accepting();
+                self.listeners.stop_listening(l);
             }
             return;
         }
@@ -161,17 +166,24 @@ impl Server {
         }
         if !skip_exit {
             let time = self.drain_time;
+            let server = Arc::downgrade(self);
             tokio::spawn(async move {
                 tokio::time::sleep(time).await;
-                for l in selected {
-                    l.stop_accepting();
+                if let Some(server) = server.upgrade() {
+                    for l in &selected {
+                        server.listeners.stop_listening(l);
+                    }
                 }
             });
         }
     }
 
     fn active_listeners(&self) -> Vec<Arc<ActiveListener>> {
-        self.listeners.lock().map(|l| l.clone()).unwrap_or_default()
+        self.listeners
+            .active()
+            .into_iter()
+            .map(|e| e.listener.clone())
+            .collect()
     }
 
     /// Asks the process to drain and exit.

@@ -3,6 +3,7 @@
 
 pub mod drain;
 pub mod filter_chain_match;
+pub mod manager;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,27 +87,16 @@ impl ActiveListener {
         let _ = self.stop.send(true);
     }
 
-    /// Binds one socket for a worker at `addr` (the configured address, or the port the first
-    /// worker's socket got when the configured port is 0).
-    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-        let domain = if addr.is_ipv4() {
-            socket2::Domain::IPV4
-        } else {
-            socket2::Domain::IPV6
-        };
-        let sock =
-            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        sock.set_reuse_address(true)?;
-        if self.config.reuse_port {
-            sock.set_reuse_port(true)?;
-        }
-        if addr.is_ipv6() {
-            sock.set_only_v6(false).ok();
-        }
-        sock.set_nonblocking(true)?;
-        sock.bind(&addr.into())?;
-        sock.listen(self.config.backlog as i32)?;
-        Ok(sock.into())
+    /// The RDS providers its connection managers read.
+    pub fn rds_providers(&self) -> Vec<Arc<crate::http::rds::RdsProvider>> {
+        self.chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .filter_map(|c| match c {
+                ActiveChain::Http(h) => h.rds().cloned(),
+                ActiveChain::Tcp(_) => None,
+            })
+            .collect()
     }
 
     /// Accepts until the server drains.
@@ -180,6 +170,28 @@ impl ActiveListener {
         self.stats.downstream_cx_active.dec();
         self.stats.downstream_cx_destroy.inc();
     }
+}
+
+/// Binds one socket for a worker at `addr` (the configured address, or the port the first
+/// worker's socket got when the configured port is 0).
+pub fn bind(config: &Listener, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if config.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        sock.set_only_v6(false).ok();
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(config.backlog as i32)?;
+    Ok(sock.into())
 }
 
 fn unreachable_chain() -> ActiveChain {
