@@ -37,6 +37,8 @@ fn compile_own_protos() {
 /// converter reads. A type outside this set is an unknown type URL.
 const DESCRIPTOR_ROOTS: &[&str] = &[
     "envoy/config/bootstrap/v3/",
+    "envoy/service/discovery/v3/discovery.proto",
+    "envoy/admin/v3/config_dump",
     "envoy/config/trace/v3/",
     "envoy/config/metrics/v3/",
     "envoy/extensions/filters/network/http_connection_manager/v3/",

@@ -262,7 +262,10 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         Duration::from_secs(opts.drain_time_s),
     );
     for l in &config.listeners {
-        if let Err(e) = server.listeners.add_or_update(&server, l.clone(), "", false) {
+        if let Err(e) = server
+            .listeners
+            .add_or_update(&server, l.clone(), "", false)
+        {
             eprintln!("error: {e}");
             return 1;
         }
@@ -297,7 +300,21 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         tokio::spawn(crate::admin::serve(server.clone(), a))
     });
     server.clusters.wait_initialized().await;
-    let receivers = std::mem::take(&mut *server.worker_rx.lock().unwrap_or_else(|e| e.into_inner()));
+    if server.config.dynamic != Default::default() {
+        // As Envoy's init manager: CDS and its clusters' endpoints first, then LDS and the
+        // listeners' route configurations (each bounded by its initial_fetch_timeout).
+        let mut init = crate::xds::client::start(&server);
+        let _ = init.wait_for(|s| s.cds).await;
+        while !server.clusters.warming().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = init.wait_for(|s| s.lds).await;
+        while !server.listeners.warming().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let receivers =
+        std::mem::take(&mut *server.worker_rx.lock().unwrap_or_else(|e| e.into_inner()));
     for (i, rx) in receivers.into_iter().enumerate() {
         let server = server.clone();
         let started = std::thread::Builder::new()

@@ -19,3 +19,4 @@ pub mod server;
 pub mod stats;
 pub mod sys;
 pub mod upstream;
+pub mod xds;

@@ -41,6 +41,8 @@ pub struct Server {
     pub clusters: ClusterManager,
     /// RDS route configurations by name.
     pub rds: crate::http::rds::RdsManager,
+    /// Bumped whenever applied config may change which named resources are wanted.
+    pub xds_interest: watch::Sender<u64>,
     /// How connections are discouraged while draining.
     pub drain_strategy: DrainStrategy,
     /// `--drain-time-s`.
@@ -61,8 +63,6 @@ pub struct Server {
     pub concurrency: usize,
     /// Stats sinks flushed every stats_flush_interval.
     pub sinks: Vec<Arc<StatsdSink>>,
-    /// Bound address of each listener, by name.
-    bound: std::sync::Mutex<std::collections::BTreeMap<String, std::net::SocketAddr>>,
 }
 
 impl Server {
@@ -97,6 +97,7 @@ impl Server {
             stats,
             clusters,
             rds: Default::default(),
+            xds_interest: watch::channel(0).0,
             drain_strategy,
             drain_time,
             listeners,
@@ -106,7 +107,6 @@ impl Server {
             state,
             shutdown: watch::channel(false).0,
             concurrency,
-            bound: Default::default(),
             sinks,
         });
         let weak = Arc::downgrade(&server);
@@ -122,18 +122,6 @@ impl Server {
             }
         });
         server
-    }
-
-    /// Records where listener `name` is bound.
-    pub fn record_bound(&self, name: &str, addr: std::net::SocketAddr) {
-        if let Ok(mut b) = self.bound.lock() {
-            b.insert(name.to_string(), addr);
-        }
-    }
-
-    /// Where listener `name` is bound, if it is.
-    pub fn bound_address(&self, name: &str) -> Option<std::net::SocketAddr> {
-        self.bound.lock().ok()?.get(name).copied()
     }
 
     /// Server shutdown: every listener stops accepting and discourages its connections.
@@ -184,6 +172,11 @@ impl Server {
             .into_iter()
             .map(|e| e.listener.clone())
             .collect()
+    }
+
+    /// Tells xDS streams to recompute the names they subscribe to.
+    pub fn bump_xds_interest(&self) {
+        self.xds_interest.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Asks the process to drain and exit.

@@ -216,15 +216,16 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         }
         "/clusters" => clusters(server, get("format").as_deref() == Some("json")),
         "/listeners" => {
-            let json = get("format").as_deref() == Some("json");
-            if json {
-                let v: Vec<_> = server
-                    .config
-                    .listeners
+            let entries = server.listeners.active();
+            let addr = |e: &crate::listener::manager::ListenerEntry| {
+                e.bound.unwrap_or(e.listener.config.address)
+            };
+            if get("format").as_deref() == Some("json") {
+                let v: Vec<_> = entries
                     .iter()
-                    .map(|l| {
-                        let a = server.bound_address(&l.name).unwrap_or(l.address);
-                        serde_json::json!({"name": &*l.name, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}})
+                    .map(|e| {
+                        let a = addr(e);
+                        serde_json::json!({"name": &*e.listener.config.name, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}})
                     })
                     .collect();
                 reply(
@@ -234,17 +235,9 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
                 )
             } else {
                 text(
-                    server
-                        .config
-                        .listeners
+                    entries
                         .iter()
-                        .map(|l| {
-                            format!(
-                                "{}::{}\n",
-                                l.name,
-                                server.bound_address(&l.name).unwrap_or(l.address)
-                            )
-                        })
+                        .map(|e| format!("{}::{}\n", e.listener.config.name, addr(e)))
                         .collect::<String>(),
                 )
             }

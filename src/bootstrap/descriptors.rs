@@ -37,3 +37,19 @@ pub fn message(full_name: &str) -> Option<MessageDescriptor> {
 pub fn type_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or(type_url)
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Releases the pool once no config work asked for this for a while: xDS updates come in
+/// bursts, and decoding the pool for each would cost more than keeping it between them. Must
+/// be called inside a tokio runtime.
+pub fn release_later() {
+    use std::sync::atomic::Ordering;
+    let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        if GENERATION.load(Ordering::Acquire) == generation {
+            release();
+        }
+    });
+}

@@ -623,7 +623,10 @@ static TABLE: &[Spec] = &[
         ],
         ignored: &[
             ("refresh_delay", "only REST sources poll; they are refused"),
-            ("request_timeout", "only REST sources poll; they are refused"),
+            (
+                "request_timeout",
+                "only REST sources poll; they are refused",
+            ),
         ],
     },
     Spec {

@@ -175,9 +175,10 @@ impl HcmConfig {
                         "must not be empty",
                     ));
                 }
-                let cs = r.config_source.as_ref().ok_or_else(|| {
-                    ConfigError::new(join(&rp, "config_source"), "is required")
-                })?;
+                let cs = r
+                    .config_source
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new(join(&rp, "config_source"), "is required"))?;
                 Routes::Rds {
                     name: r.route_config_name.clone(),
                     source: super::source::config_source(cs, &join(&rp, "config_source"))?,

@@ -187,7 +187,10 @@ pub fn api_source(a: &core::ApiConfigSource, path: &str) -> Result<ApiSource, Co
             ));
         }
     };
-    api_version(a.transport_api_version, &join(path, "transport_api_version"))?;
+    api_version(
+        a.transport_api_version,
+        &join(path, "transport_api_version"),
+    )?;
     if !a.cluster_names.is_empty() {
         return Err(ConfigError::new(
             join(path, "cluster_names"),

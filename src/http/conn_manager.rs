@@ -142,7 +142,9 @@ impl HttpConnectionManager {
             .collect();
         let routes = match &config.routes {
             Routes::Static(rc) => RouteTable::Static(rc.clone()),
-            Routes::Rds { name, .. } => RouteTable::Rds(server.rds.provider(name)),
+            Routes::Rds { name, .. } => {
+                RouteTable::Rds(server.rds.provider(name, &config.stat_prefix))
+            }
         };
         Self {
             config,

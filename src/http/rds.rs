@@ -29,6 +29,8 @@ pub struct RdsVersion {
 pub struct RdsProvider {
     /// The route configuration name.
     pub name: String,
+    /// `http.<stat_prefix>.rds.<name>.` of the connection manager that first named it.
+    pub stat_prefix: String,
     current: ArcSwapOption<RdsVersion>,
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -80,8 +82,9 @@ pub struct RdsManager {
 }
 
 impl RdsManager {
-    /// The provider for `name`, created (empty, or from the last table seen) if none is alive.
-    pub fn provider(&self, name: &str) -> Arc<RdsProvider> {
+    /// The provider for `name`, created (empty, or from the last table seen) if none is alive;
+    /// `hcm_stat_prefix` names its stats when it is created.
+    pub fn provider(&self, name: &str, hcm_stat_prefix: &str) -> Arc<RdsProvider> {
         let mut map = self.providers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(name).and_then(Weak::upgrade) {
             return p;
@@ -95,6 +98,7 @@ impl RdsManager {
         let ready = cached.is_some();
         let p = Arc::new(RdsProvider {
             name: name.to_string(),
+            stat_prefix: format!("http.{hcm_stat_prefix}.rds.{name}."),
             current: ArcSwapOption::new(cached),
             ready: tokio::sync::watch::channel(ready).0,
         });
@@ -119,6 +123,15 @@ impl RdsManager {
         let mut v: Vec<_> = map.values().filter_map(Weak::upgrade).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// The live provider of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<Arc<RdsProvider>> {
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .and_then(Weak::upgrade)
     }
 
     /// Applies a table for `name`.

@@ -194,8 +194,7 @@ impl ListenerManager {
                 self.stats.listener_create_failure.inc();
                 return Err(ListenerUpdateError::Static(name));
             }
-            if c.listener.config.proto == config.proto && !lock(&self.warming).contains_key(&name)
-            {
+            if c.listener.config.proto == config.proto && !lock(&self.warming).contains_key(&name) {
                 return Ok(false);
             }
         }
@@ -338,7 +337,6 @@ impl ListenerManager {
             }
         }
         if let Some(a) = entry.bound {
-            server.record_bound(&name, a);
             tracing::info!("listener {name} serving on {a}");
         }
         let old = lock(&self.active).insert(name, entry);

@@ -47,7 +47,7 @@ pub fn render_text(store: &Store, q: &TextQuery) -> String {
                 let _ = writeln!(out, "{name}: {}", c.value());
             }
             Metric::Gauge(g) => {
-                let _ = writeln!(out, "{name}: {}", g.value().max(0));
+                let _ = writeln!(out, "{name}: {}", g.rendered());
             }
             Metric::Histogram(_) => {}
         }
@@ -116,7 +116,7 @@ pub fn render_prometheus(store: &Store, used_only: bool, filter: Option<&regex::
             Metric::Gauge(g) => {
                 fam.kind = "gauge";
                 fam.series
-                    .push(series(&family, &labels, None, g.value().max(0) as f64));
+                    .push(series(&family, &labels, None, g.rendered() as f64));
             }
             Metric::Histogram(h) => {
                 fam.kind = "histogram";

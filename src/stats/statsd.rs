@@ -58,7 +58,7 @@ impl StatsdSink {
                     format!("{}.{name}:{}|c", self.prefix, v.saturating_sub(prev))
                 }
                 Metric::Gauge(g) if g.used() => {
-                    format!("{}.{name}:{}|g", self.prefix, g.value().max(0))
+                    format!("{}.{name}:{}|g", self.prefix, g.rendered())
                 }
                 _ => continue,
             };

@@ -44,6 +44,8 @@ impl Counter {
 pub struct Gauge {
     value: AtomicI64,
     used: AtomicBool,
+    /// Holds a full-range unsigned value (a version hash) rather than a count.
+    unsigned: AtomicBool,
 }
 
 impl Gauge {
@@ -75,9 +77,24 @@ impl Gauge {
         self.value.store(v, Ordering::Relaxed);
         self.mark();
     }
-    /// The current value (never below zero when rendered, as Envoy's gauges are unsigned).
+    /// Sets a full-range unsigned value (Envoy's `version` gauges hold a 64-bit hash).
+    pub fn set_u64(&self, v: u64) {
+        self.unsigned.store(true, Ordering::Relaxed);
+        self.value.store(v as i64, Ordering::Relaxed);
+        self.mark();
+    }
+    /// The current value.
     pub fn value(&self) -> i64 {
         self.value.load(Ordering::Relaxed)
+    }
+    /// The value as rendered: Envoy's gauges are unsigned, so a count is never below zero.
+    pub fn rendered(&self) -> u64 {
+        let v = self.value.load(Ordering::Relaxed);
+        if self.unsigned.load(Ordering::Relaxed) {
+            v as u64
+        } else {
+            v.max(0) as u64
+        }
     }
     /// Whether it was ever written.
     pub fn used(&self) -> bool {

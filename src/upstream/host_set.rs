@@ -68,7 +68,8 @@ impl<H: HostHealth> HostSet<H> {
                 if l.all.is_empty() {
                     0
                 } else {
-                    (overprovisioning as u64 * l.healthy.len() as u64 * 100 / (100 * l.all.len() as u64))
+                    (overprovisioning as u64 * l.healthy.len() as u64 * 100
+                        / (100 * l.all.len() as u64))
                         .min(100)
                 }
             })

@@ -19,9 +19,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use crate::config::cluster::{Cluster, Discovery, DnsLookupFamily, EndpointConfig};
-use crate::stats::{Counter, Gauge};
 use crate::config::common::HostAddress;
 use crate::stats::Store;
+use crate::stats::{Counter, Gauge};
 use connect::Target;
 use lb::{LbHost, LbState};
 use pool::{ConnLimits, Pool};
@@ -148,7 +148,10 @@ impl ClusterRuntime {
             config,
         });
         if rt.config.discovery == Discovery::Static {
-            rt.set_hosts(static_hosts(&rt.config.endpoints), rt.config.overprovisioning_factor);
+            rt.set_hosts(
+                static_hosts(&rt.config.endpoints),
+                rt.config.overprovisioning_factor,
+            );
             rt.initialized.send_replace(true);
         }
         rt
@@ -302,8 +305,19 @@ struct ManagerStats {
 
 /// Every cluster by name: the active ones (read per request without locks) and the ones
 /// warming (waiting for their first hosts before they replace or join the active set).
+#[derive(Debug, Clone)]
+pub struct ClusterManager(Arc<ClusterManagerInner>);
+
+impl std::ops::Deref for ClusterManager {
+    type Target = ClusterManagerInner;
+    fn deref(&self) -> &ClusterManagerInner {
+        &self.0
+    }
+}
+
+/// The cluster manager's state, shared with its timers.
 #[derive(Debug)]
-pub struct ClusterManager {
+pub struct ClusterManagerInner {
     active: ArcSwap<ClusterMap>,
     warming: Mutex<ClusterMap>,
     /// Serializes writers of `active`.
@@ -319,6 +333,67 @@ pub struct ClusterManager {
 impl ClusterManager {
     /// Builds the runtime of every static cluster and starts DNS resolution for DNS clusters.
     pub fn new(clusters: &[Arc<Cluster>], store: &Arc<Store>) -> Self {
+        Self(Arc::new(ClusterManagerInner::new(clusters, store)))
+    }
+
+    /// Adds or updates a CDS cluster. Returns false when the cluster is unchanged.
+    pub fn add_or_update(
+        &self,
+        config: Arc<Cluster>,
+        version: &str,
+    ) -> Result<bool, ClusterUpdateError> {
+        self.add_or_update_many(vec![(config, version.to_string())])
+            .pop()
+            .unwrap_or(Ok(false))
+    }
+
+    /// Adds or updates CDS clusters (one result per cluster, in order). A new or changed
+    /// cluster warms until its first hosts arrive (for at most its EDS initial_fetch_timeout);
+    /// the previous version keeps serving meanwhile. The active set is republished once.
+    pub fn add_or_update_many(
+        &self,
+        items: Vec<(Arc<Cluster>, String)>,
+    ) -> Vec<Result<bool, ClusterUpdateError>> {
+        let timers: Vec<_> = items
+            .iter()
+            .map(|(c, _)| {
+                (
+                    c.clone(),
+                    c.eds
+                        .as_ref()
+                        .map(|e| e.source.initial_fetch_timeout)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let results = self.0.add_or_update_many(items);
+        for ((config, timeout), r) in timers.into_iter().zip(&results) {
+            if !matches!(r, Ok(true)) || timeout.is_zero() {
+                continue;
+            }
+            let inner = Arc::downgrade(&self.0);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let waiting = lock(&inner.warming).get(&config.name).cloned();
+                if let Some(c) = waiting
+                    && Arc::ptr_eq(&c.config, &config)
+                {
+                    tracing::warn!(
+                        "cluster {}: endpoints did not arrive within initial_fetch_timeout",
+                        config.name
+                    );
+                    c.initialized.send_replace(true);
+                    inner.promote_warmed();
+                }
+            });
+        }
+        results
+    }
+}
+
+impl ClusterManagerInner {
+    fn new(clusters: &[Arc<Cluster>], store: &Arc<Store>) -> Self {
         let stats = ManagerStats {
             cluster_added: store.counter("cluster_manager.cluster_added"),
             cluster_modified: store.counter("cluster_manager.cluster_modified"),
@@ -355,7 +430,14 @@ impl ClusterManager {
     /// Completes when every static cluster has initialized (DNS clusters after their first
     /// resolution).
     pub async fn wait_initialized(&self) {
-        let all: Vec<_> = self.active.load().values().cloned().collect();
+        // EDS clusters initialize when xDS delivers their endpoints, after this.
+        let all: Vec<_> = self
+            .active
+            .load()
+            .values()
+            .filter(|c| c.config.discovery != Discovery::Eds)
+            .cloned()
+            .collect();
         for c in all {
             let mut rx = c.initialized.subscribe();
             let _ = rx.wait_for(|done| *done).await;
@@ -376,51 +458,64 @@ impl ClusterManager {
         v
     }
 
-    /// Adds or updates a CDS cluster. Returns false when the cluster is unchanged. A new or
-    /// changed cluster warms until its first hosts arrive; the previous version keeps serving
-    /// meanwhile.
-    pub fn add_or_update(
+    fn add_or_update_many(
         &self,
-        config: Arc<Cluster>,
-        version: &str,
-    ) -> Result<bool, ClusterUpdateError> {
+        items: Vec<(Arc<Cluster>, String)>,
+    ) -> Vec<Result<bool, ClusterUpdateError>> {
         let _w = lock(&self.write);
-        let name = config.name.clone();
-        let current = self.active.load().get(&name).cloned();
-        if let Some(c) = &current {
-            if !c.added_via_api {
-                return Err(ClusterUpdateError::Static(name.to_string()));
+        let active = self.active.load_full();
+        let mut next: Option<ClusterMap> = None;
+        let mut results = Vec::with_capacity(items.len());
+        let assignments = lock(&self.assignments);
+        let mut warming = lock(&self.warming);
+        for (config, version) in items {
+            let name = config.name.clone();
+            let current = next.as_ref().unwrap_or(&active).get(&name).cloned();
+            if let Some(c) = &current {
+                if !c.added_via_api {
+                    results.push(Err(ClusterUpdateError::Static(name.to_string())));
+                    continue;
+                }
+                if c.config.proto == config.proto && !warming.contains_key(&name) {
+                    results.push(Ok(false));
+                    continue;
+                }
             }
-            if c.config.proto == config.proto && !lock(&self.warming).contains_key(&name) {
-                return Ok(false);
+            if let Some(w) = warming.get(&name)
+                && w.config.proto == config.proto
+            {
+                results.push(Ok(false));
+                continue;
             }
+            let rt = ClusterRuntime::new(config.clone(), &self.store, true, &version);
+            if let Some(eds) = &config.eds
+                && let Some(a) = assignments.get(&eds.service_name).cloned()
+            {
+                rt.assign(a);
+            }
+            start_discovery(&rt);
+            if current.is_some() {
+                self.stats.cluster_modified.inc();
+            } else {
+                self.stats.cluster_added.inc();
+            }
+            if rt.is_initialized() {
+                warming.remove(&name);
+                next.get_or_insert_with(|| (*active).clone())
+                    .insert(name, rt);
+            } else {
+                warming.insert(name, rt);
+            }
+            results.push(Ok(true));
         }
-        if let Some(w) = lock(&self.warming).get(&name)
-            && w.config.proto == config.proto
-        {
-            return Ok(false);
-        }
-        let rt = ClusterRuntime::new(config.clone(), &self.store, true, version);
-        if let Some(eds) = &config.eds
-            && let Some(a) = lock(&self.assignments).get(&eds.service_name).cloned()
-        {
-            rt.assign(a);
-        }
-        start_discovery(&rt);
-        if current.is_some() {
-            self.stats.cluster_modified.inc();
-        } else {
-            self.stats.cluster_added.inc();
-        }
-        if rt.is_initialized() {
-            lock(&self.warming).remove(&name);
-            self.publish(rt);
-        } else {
-            lock(&self.warming).insert(name, rt);
-            self.changed.notify_one();
+        drop(warming);
+        drop(assignments);
+        if let Some(map) = next {
+            self.active.store(Arc::new(map));
         }
         self.refresh_gauges();
-        Ok(true)
+        self.changed.notify_one();
+        results
     }
 
     /// Moves warming clusters that have initialized into the active set; returns how many.
@@ -455,12 +550,6 @@ impl ClusterManager {
             c.initialized.send_replace(true);
         }
         self.promote_warmed();
-    }
-
-    fn publish(&self, rt: Arc<ClusterRuntime>) {
-        let mut map = (**self.active.load()).clone();
-        map.insert(rt.config.name.clone(), rt);
-        self.active.store(Arc::new(map));
     }
 
     /// Removes a CDS cluster (static ones stay). In-flight requests finish on the runtime they
@@ -514,23 +603,29 @@ impl ClusterManager {
         v
     }
 
-    /// Applies an EDS assignment to every cluster using `service_name`.
-    pub fn update_assignment(&self, service_name: &str, a: Assignment) {
-        let a = Arc::new(a);
-        lock(&self.assignments).insert(service_name.to_string(), a.clone());
-        let uses = |c: &Arc<ClusterRuntime>| {
-            c.config
-                .eds
-                .as_ref()
-                .is_some_and(|e| e.service_name == service_name)
-        };
-        for c in self.active.load().values().filter(|c| uses(c)) {
-            c.assign(a.clone());
+    /// Applies EDS assignments (by service name) to every cluster using them, then moves the
+    /// clusters they finished warming into the active set.
+    pub fn update_assignments(&self, items: Vec<(String, Assignment)>) {
+        let mut users: HashMap<&str, Vec<Arc<ClusterRuntime>>> = HashMap::new();
+        let active = self.active.load_full();
+        let warming: Vec<_> = lock(&self.warming).values().cloned().collect();
+        for c in active.values().chain(warming.iter()) {
+            if let Some(e) = &c.config.eds {
+                users
+                    .entry(e.service_name.as_str())
+                    .or_default()
+                    .push(c.clone());
+            }
         }
-        let warming: Vec<_> = lock(&self.warming).values().filter(|c| uses(c)).cloned().collect();
-        for c in warming {
-            c.assign(a.clone());
+        let mut assignments = lock(&self.assignments);
+        for (name, a) in items {
+            let a = Arc::new(a);
+            for c in users.get(name.as_str()).into_iter().flatten() {
+                c.assign(a.clone());
+            }
+            assignments.insert(name, a);
         }
+        drop(assignments);
         self.promote_warmed();
     }
 

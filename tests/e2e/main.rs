@@ -9,3 +9,4 @@ mod http;
 mod istio;
 mod support;
 mod tcp;
+mod xds;

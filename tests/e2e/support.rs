@@ -171,6 +171,19 @@ impl Proxy {
         (s, b)
     }
 
+    /// Waits until /ready answers LIVE.
+    pub async fn wait_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.admin("/ready").await;
+            if r == (200, "LIVE\n".to_string()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not live: {r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The address listener `name` is bound to.
     pub async fn listener(&self, name: &str) -> SocketAddr {
         let (_, body) = self.admin("/listeners?format=json").await;

@@ -1,0 +1,512 @@
+//! A control plane for tests and benchmarks: serves ADS (state of the world and delta) from a
+//! snapshot the caller sets, records every ACK and NACK, and lets the caller wait for the
+//! proxy's answer to a version. It follows the xDS protocol as a management server should:
+//! stale nonces are ignored, LDS and CDS are wildcard subscriptions, RDS and EDS are by name,
+//! delta sends only what changed and lists removals.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures_util::Stream;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::ResourceType;
+
+/// One type's resources at one version.
+#[derive(Debug, Clone, Default)]
+pub struct TypeSnapshot {
+    /// The version_info sent with them.
+    pub version: String,
+    /// Resources by name.
+    pub resources: BTreeMap<String, Any>,
+}
+
+/// What the control plane serves, by type URL.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// By type URL.
+    pub types: BTreeMap<String, TypeSnapshot>,
+}
+
+/// The proxy's answer to one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The type.
+    pub type_url: String,
+    /// The version of the response answered.
+    pub version: String,
+    /// The NACK's error_detail message, or None for an ACK.
+    pub error: Option<String>,
+    /// Whether the stream was delta.
+    pub delta: bool,
+}
+
+/// The name of an xDS resource message.
+pub trait Named: Message + prost::Name {
+    /// Its resource name.
+    fn resource_name(&self) -> &str;
+}
+
+macro_rules! named {
+    ($t:ty, $f:ident) => {
+        impl Named for $t {
+            fn resource_name(&self) -> &str {
+                &self.$f
+            }
+        }
+    };
+}
+named!(envoy_types::pb::envoy::config::cluster::v3::Cluster, name);
+named!(envoy_types::pb::envoy::config::listener::v3::Listener, name);
+named!(
+    envoy_types::pb::envoy::config::route::v3::RouteConfiguration,
+    name
+);
+named!(
+    envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+    cluster_name
+);
+named!(
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+    name
+);
+
+/// Reads a resource from YAML or JSON (proto3 JSON mapping, `@type` Anys), as a test writes it.
+pub fn from_yaml<M: Message + prost::Name + Default>(yaml: &str) -> Result<M, String> {
+    let v = crate::bootstrap::json::parse_yaml(yaml, &M::full_name()).map_err(|e| e.to_string())?;
+    crate::bootstrap::json::decode::<M>(v, "", false)
+        .map(|(m, _, _)| m)
+        .map_err(|e| e.to_string())
+}
+
+/// Packs a message as an Any.
+pub fn any<M: Message + prost::Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    answers: Mutex<Vec<Answer>>,
+    answered: watch::Sender<u64>,
+    streams: watch::Sender<u64>,
+    requests: Mutex<Vec<(bool, String, Vec<String>)>>,
+}
+
+/// The control plane. Clones share state.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    snapshot: Arc<watch::Sender<Snapshot>>,
+    shared: Arc<Shared>,
+    stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ControlPlane {
+    /// An empty control plane.
+    pub fn new() -> Self {
+        Self {
+            snapshot: Arc::new(watch::channel(Snapshot::default()).0),
+            shared: Arc::default(),
+            stop: Arc::default(),
+        }
+    }
+
+    /// Sets one type's resources at `version` (pushed to every stream at once).
+    pub fn set<M: Named>(&self, version: &str, resources: &[M]) {
+        let any: Vec<(String, Any)> = resources
+            .iter()
+            .map(|m| (m.resource_name().to_string(), any(m)))
+            .collect();
+        self.set_any(&M::type_url(), version, any);
+    }
+
+    /// Sets one type's resources from Anys (the type URL names the type).
+    pub fn set_any(&self, type_url: &str, version: &str, resources: Vec<(String, Any)>) {
+        self.snapshot.send_modify(|s| {
+            s.types.insert(
+                type_url.to_string(),
+                TypeSnapshot {
+                    version: version.to_string(),
+                    resources: resources.into_iter().collect(),
+                },
+            );
+        });
+    }
+
+    /// Every answer so far.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.shared
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every request so far: (delta, type URL, names subscribed).
+    pub fn requests(&self) -> Vec<(bool, String, Vec<String>)> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many streams were opened.
+    pub fn streams_opened(&self) -> u64 {
+        *self.shared.streams.borrow()
+    }
+
+    /// Waits (up to `timeout`) for the proxy's answer to `version` of `type_url`: Ok for an
+    /// ACK, Err with the error detail for a NACK.
+    pub async fn wait_answer(
+        &self,
+        type_url: &str,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let mut rx = self.shared.answered.subscribe();
+        let found = |a: &Answer| a.type_url == type_url && a.version == version;
+        let fut = async {
+            loop {
+                if let Some(a) = self.answers().into_iter().rev().find(|a| found(a)) {
+                    return match a.error {
+                        None => Ok(()),
+                        Some(e) => Err(e),
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    return Err("control plane gone".into());
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer to {type_url} version {version:?}")))
+    }
+
+    /// Waits for an ACK of `version`; panics with the NACK's detail or on timeout.
+    pub async fn wait_ack(&self, type_url: &str, version: &str) {
+        if let Err(e) = self
+            .wait_answer(type_url, version, Duration::from_secs(10))
+            .await
+        {
+            panic!("{type_url} version {version:?} was not ACKed: {e}");
+        }
+    }
+
+    /// Serves on a TCP listener until [`Self::stop`].
+    pub fn serve_tcp(&self, listener: tokio::net::TcpListener) -> SocketAddr {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        self.serve_incoming(TcpListenerStream::new(listener));
+        addr
+    }
+
+    /// Serves on a Unix socket until [`Self::stop`].
+    pub fn serve_unix(&self, listener: tokio::net::UnixListener) {
+        self.serve_incoming(UnixListenerStream::new(listener));
+    }
+
+    fn serve_incoming<S, IO>(&self, incoming: S)
+    where
+        S: Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let svc = AggregatedDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!("control plane stopped: {e}");
+            }
+        });
+    }
+
+    /// Stops serving (streams end; the proxy is expected to reconnect later).
+    pub fn stop(&self) {
+        if let Some(tx) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn record_answer(&self, a: Answer) {
+        self.shared
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(a);
+        self.shared.answered.send_modify(|n| *n += 1);
+    }
+
+    fn record_request(&self, delta: bool, type_url: &str, names: Vec<String>) {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((delta, type_url.to_string(), names));
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for ControlPlane {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.shared.streams.send_modify(|n| *n += 1);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(sotw_stream(self.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.shared.streams.send_modify(|n| *n += 1);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(delta_stream(self.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One type's state on a state-of-the-world stream.
+#[derive(Debug, Default)]
+struct SotwType {
+    names: BTreeSet<String>,
+    sent_version: Option<String>,
+    sent_names: BTreeSet<String>,
+    last_nonce: String,
+    versions_by_nonce: HashMap<String, String>,
+}
+
+async fn sotw_stream(
+    cp: ControlPlane,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let mut snap = cp.snapshot.subscribe();
+    let mut types: BTreeMap<String, SotwType> = BTreeMap::new();
+    let mut nonce: u64 = 0;
+    loop {
+        tokio::select! {
+            m = inbound.message() => {
+                let Ok(Some(req)) = m else { return };
+                cp.record_request(false, &req.type_url, req.resource_names.clone());
+                let t = types.entry(req.type_url.clone()).or_default();
+                if !req.response_nonce.is_empty() {
+                    if let Some(v) = t.versions_by_nonce.get(&req.response_nonce) {
+                        cp.record_answer(Answer {
+                            type_url: req.type_url.clone(),
+                            version: v.clone(),
+                            error: req.error_detail.as_ref().map(|e| e.message.clone()),
+                            delta: false,
+                        });
+                    }
+                    if req.response_nonce != t.last_nonce {
+                        continue; // stale
+                    }
+                }
+                t.names = req.resource_names.iter().cloned().collect();
+            }
+            r = snap.changed() => if r.is_err() { return },
+        }
+        let s = snap.borrow_and_update().clone();
+        for (type_url, t) in types.iter_mut() {
+            let Some(ts) = s.types.get(type_url) else {
+                continue;
+            };
+            let ty = ResourceType::from_type_url(type_url);
+            let wildcard = ty.is_none_or(|t| t.is_wildcard());
+            if t.sent_version.as_deref() == Some(ts.version.as_str()) && t.sent_names == t.names {
+                continue;
+            }
+            if !wildcard && t.names.is_empty() {
+                continue;
+            }
+            let resources = ts
+                .resources
+                .iter()
+                .filter(|(n, _)| wildcard || t.names.contains(*n))
+                .map(|(_, a)| a.clone())
+                .collect();
+            nonce += 1;
+            let n = nonce.to_string();
+            t.sent_version = Some(ts.version.clone());
+            t.sent_names = t.names.clone();
+            t.last_nonce = n.clone();
+            t.versions_by_nonce.insert(n.clone(), ts.version.clone());
+            let resp = DiscoveryResponse {
+                version_info: ts.version.clone(),
+                resources,
+                type_url: type_url.clone(),
+                nonce: n,
+                ..Default::default()
+            };
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One type's state on a delta stream.
+#[derive(Debug, Default)]
+struct DeltaType {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the proxy holds: name -> resource version.
+    held: BTreeMap<String, String>,
+    responded: bool,
+    versions_by_nonce: HashMap<String, String>,
+}
+
+/// A resource's version on delta streams: a hash of its bytes, so unchanged resources are not
+/// sent again.
+fn resource_version(a: &Any) -> String {
+    format!("{:016x}", super::stats::version_hash_bytes(&a.value))
+}
+
+async fn delta_stream(
+    cp: ControlPlane,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let mut snap = cp.snapshot.subscribe();
+    let mut types: BTreeMap<String, DeltaType> = BTreeMap::new();
+    let mut nonce: u64 = 0;
+    loop {
+        tokio::select! {
+            m = inbound.message() => {
+                let Ok(Some(req)) = m else { return };
+                cp.record_request(true, &req.type_url, req.resource_names_subscribe.clone());
+                let first = !types.contains_key(&req.type_url);
+                let t = types.entry(req.type_url.clone()).or_default();
+                if !req.response_nonce.is_empty() {
+                    if let Some(v) = t.versions_by_nonce.get(&req.response_nonce) {
+                        cp.record_answer(Answer {
+                            type_url: req.type_url.clone(),
+                            version: v.clone(),
+                            error: req.error_detail.as_ref().map(|e| e.message.clone()),
+                            delta: true,
+                        });
+                    }
+                    if req.error_detail.is_some() {
+                        // The proxy keeps its previous versions of what it rejected; forget
+                        // what was sent so a later fix is sent again.
+                        t.held.clear();
+                    }
+                }
+                if first {
+                    let wildcard_type =
+                        ResourceType::from_type_url(&req.type_url).is_some_and(|t| t.is_wildcard());
+                    t.wildcard = (wildcard_type && req.resource_names_subscribe.is_empty())
+                        || req.resource_names_subscribe.iter().any(|n| n == "*");
+                    t.held = req.initial_resource_versions.clone().into_iter().collect();
+                }
+                for n in &req.resource_names_subscribe {
+                    if n != "*" {
+                        t.names.insert(n.clone());
+                        // A re-subscribed resource is sent again.
+                        t.held.remove(n);
+                    }
+                }
+                for n in &req.resource_names_unsubscribe {
+                    t.names.remove(n);
+                    t.held.remove(n);
+                }
+            }
+            r = snap.changed() => if r.is_err() { return },
+        }
+        let s = snap.borrow_and_update().clone();
+        for (type_url, t) in types.iter_mut() {
+            let empty = TypeSnapshot::default();
+            let ts = s.types.get(type_url).unwrap_or(&empty);
+            let wants = |n: &str| t.wildcard || t.names.contains(n);
+            let mut resources = Vec::new();
+            for (n, a) in &ts.resources {
+                if !wants(n) {
+                    continue;
+                }
+                let v = resource_version(a);
+                if t.held.get(n) != Some(&v) {
+                    resources.push(Resource {
+                        name: n.clone(),
+                        version: v.clone(),
+                        resource: Some(a.clone()),
+                        ..Default::default()
+                    });
+                    t.held.insert(n.clone(), v);
+                }
+            }
+            let removed: Vec<String> = t
+                .held
+                .keys()
+                .filter(|n| !ts.resources.contains_key(*n))
+                .cloned()
+                .collect();
+            for n in &removed {
+                t.held.remove(n);
+            }
+            let first_wildcard = t.wildcard && !t.responded && s.types.contains_key(type_url);
+            if resources.is_empty() && removed.is_empty() && !first_wildcard {
+                continue;
+            }
+            t.responded = true;
+            nonce += 1;
+            let n = nonce.to_string();
+            t.versions_by_nonce.insert(n.clone(), ts.version.clone());
+            let resp = DeltaDiscoveryResponse {
+                system_version_info: ts.version.clone(),
+                resources,
+                type_url: type_url.clone(),
+                removed_resources: removed,
+                nonce: n,
+                ..Default::default()
+            };
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
