@@ -102,6 +102,8 @@ pub fn any<M: Message + prost::Name>(m: &M) -> Any {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// Bumped by stop(): open streams end with UNAVAILABLE.
+    kill: watch::Sender<u64>,
     answers: Mutex<Vec<Answer>>,
     answered: watch::Sender<u64>,
     streams: watch::Sender<u64>,
@@ -113,7 +115,7 @@ struct Shared {
 pub struct ControlPlane {
     snapshot: Arc<watch::Sender<Snapshot>>,
     shared: Arc<Shared>,
-    stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Default for ControlPlane {
@@ -128,7 +130,7 @@ impl ControlPlane {
         Self {
             snapshot: Arc::new(watch::channel(Snapshot::default()).0),
             shared: Arc::default(),
-            stop: Arc::default(),
+            server: Arc::default(),
         }
     }
 
@@ -239,29 +241,35 @@ impl ControlPlane {
             + Send
             + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let svc = AggregatedDiscoveryServiceServer::new(self.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = rx.await;
-                })
+                .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = r {
                 tracing::warn!("control plane stopped: {e}");
             }
         });
+        if let Some(old) = self
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
     }
 
-    /// Stops serving (streams end; the proxy is expected to reconnect later).
+    /// Stops serving: the listener closes and open streams end with UNAVAILABLE (the proxy
+    /// is expected to keep serving and reconnect once [`Self::serve_tcp`] is called again).
     pub fn stop(&self) {
-        if let Some(tx) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(());
+        if let Some(t) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
         }
+        self.shared.kill.send_modify(|n| *n += 1);
     }
 
     fn record_answer(&self, a: Answer) {
@@ -326,6 +334,7 @@ async fn sotw_stream(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
     let mut snap = cp.snapshot.subscribe();
+    let mut kill = cp.shared.kill.subscribe();
     let mut types: BTreeMap<String, SotwType> = BTreeMap::new();
     let mut nonce: u64 = 0;
     loop {
@@ -350,6 +359,10 @@ async fn sotw_stream(
                 t.names = req.resource_names.iter().cloned().collect();
             }
             r = snap.changed() => if r.is_err() { return },
+            _ = kill.changed() => {
+                let _ = tx.send(Err(Status::unavailable("control plane stopped"))).await;
+                return;
+            }
         }
         let s = snap.borrow_and_update().clone();
         for (type_url, t) in types.iter_mut() {
@@ -413,6 +426,7 @@ async fn delta_stream(
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) {
     let mut snap = cp.snapshot.subscribe();
+    let mut kill = cp.shared.kill.subscribe();
     let mut types: BTreeMap<String, DeltaType> = BTreeMap::new();
     let mut nonce: u64 = 0;
     loop {
@@ -457,6 +471,10 @@ async fn delta_stream(
                 }
             }
             r = snap.changed() => if r.is_err() { return },
+            _ = kill.changed() => {
+                let _ = tx.send(Err(Status::unavailable("control plane stopped"))).await;
+                return;
+            }
         }
         let s = snap.borrow_and_update().clone();
         for (type_url, t) in types.iter_mut() {

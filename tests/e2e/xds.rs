@@ -214,3 +214,209 @@ async fn sotw_canary_weight_shift() {
 async fn delta_canary_weight_shift() {
     canary_shift("DELTA_GRPC").await;
 }
+
+#[tokio::test]
+async fn route_change_under_load_fails_no_request() {
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "DELTA_GRPC", ""));
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(get(l, "/").await.0);
+            }
+            statuses
+        }));
+    }
+    for v in 2..8 {
+        let to = if v % 2 == 0 { "b" } else { "a" };
+        cp.set(&v.to_string(), &[weighted_route("r", &[(to, 1)])]);
+        cp.wait_ack(type_url::ROUTE, &v.to_string()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        let statuses = t.await.unwrap();
+        total += statuses.len();
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    }
+    assert!(total > 20, "only {total} requests ran");
+    assert_eq!(
+        upstream_of(l).await,
+        "a",
+        "the last route (version 7) applies"
+    );
+}
+
+#[tokio::test]
+async fn endpoints_added_and_removed() {
+    let (a1, a2, b) = (
+        echo_upstream("a1").await,
+        echo_upstream("a2").await,
+        echo_upstream("b").await,
+    );
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a1, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    assert_eq!(upstream_of(l).await, "a1");
+    cp.set("2", &[endpoints("a", &[a1, a2]), endpoints("b", &[b])]);
+    cp.wait_ack(type_url::ENDPOINT, "2").await;
+    assert_eq!(p.stat("cluster.a.membership_total").await, 2);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(upstream_of(l).await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    cp.set("3", &[endpoints("a", &[a2]), endpoints("b", &[b])]);
+    cp.wait_ack(type_url::ENDPOINT, "3").await;
+    for _ in 0..10 {
+        assert_eq!(upstream_of(l).await, "a2");
+    }
+    assert_eq!(p.stat("cluster.a.membership_total").await, 1);
+    assert_eq!(p.stat("cluster.a.update_success").await, 3);
+}
+
+#[tokio::test]
+async fn listener_replaced_while_long_requests_are_in_flight() {
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start_with(
+        &ads_bootstrap(cp_addr, "GRPC", ""),
+        &["--drain-strategy", "immediate"],
+    );
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    let long: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { get(l, "/sleep/1500").await }))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The same listener with another stat prefix: a new version that replaces the old one.
+    let replaced: Listener = from_yaml(
+        r#"name: in
+address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: in_v2
+      rds: {route_config_name: r, config_source: {ads: {}, resource_api_version: V3}}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+"#,
+    )
+    .unwrap();
+    cp.set("2", &[replaced]);
+    cp.wait_ack(type_url::LISTENER, "2").await;
+    p.wait_stat("listener_manager.listener_modified", 1).await;
+    for t in long {
+        let (s, h, _) = t.await.unwrap();
+        assert_eq!(s, 200, "a request in flight finishes");
+        assert_eq!(h["connection"], "close", "its connection drains");
+    }
+    assert_eq!(
+        p.listener("in").await,
+        l,
+        "the new version keeps the socket"
+    );
+    assert_eq!(upstream_of(l).await, "a");
+    p.wait_stat("http.in_v2.downstream_rq_total", 1).await;
+    assert_eq!(p.stat("http.in.downstream_rq_total").await, 3);
+}
+
+#[tokio::test]
+async fn a_bad_resource_is_nacked_while_the_rest_apply() {
+    let (a, b, c) = (
+        echo_upstream("a").await,
+        echo_upstream("b").await,
+        echo_upstream("c").await,
+    );
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    let bad: Cluster =
+        from_yaml("name: bad\ntype: EDS\nconnect_timeout: 1s\nlb_policy: MAGLEV\neds_cluster_config: {eds_config: {ads: {}}}").unwrap();
+    cp.set(
+        "2",
+        &[eds_cluster("a"), eds_cluster("b"), eds_cluster("c"), bad],
+    );
+    cp.set(
+        "2",
+        &[
+            endpoints("a", &[a]),
+            endpoints("b", &[b]),
+            endpoints("c", &[c]),
+        ],
+    );
+    let err = cp
+        .wait_answer(type_url::CLUSTER, "2", std::time::Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("\"bad\"") && err.contains("lb_policy"),
+        "{err}"
+    );
+    assert_eq!(p.stat("cluster_manager.cds.update_rejected").await, 1);
+    cp.set("2", &[weighted_route("r", &[("c", 1)])]);
+    cp.wait_ack(type_url::ROUTE, "2").await;
+    assert_eq!(upstream_of(l).await, "c", "the valid new cluster applied");
+    let (_, clusters) = p.admin("/clusters").await;
+    assert!(!clusters.contains("bad::"), "{clusters}");
+    // The fixed version is taken.
+    let fixed: Cluster = from_yaml(
+        "name: bad\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {eds_config: {ads: {}}}",
+    )
+    .unwrap();
+    cp.set(
+        "3",
+        &[eds_cluster("a"), eds_cluster("b"), eds_cluster("c"), fixed],
+    );
+    cp.wait_ack(type_url::CLUSTER, "3").await;
+    assert_eq!(p.stat("cluster_manager.cds.update_success").await, 2);
+}
+
+async fn control_plane_away_and_back(api_type: &str) {
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, api_type, ""));
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    cp.stop();
+    p.wait_stat("control_plane.connected_state", 0).await;
+    for _ in 0..5 {
+        assert_eq!(upstream_of(l).await, "a", "the last config keeps serving");
+    }
+    cp.set("2", &[weighted_route("r", &[("b", 1)])]);
+    let listener = tokio::net::TcpListener::bind(cp_addr).await.unwrap();
+    cp.serve_tcp(listener);
+    cp.wait_ack(type_url::ROUTE, "2").await;
+    assert_eq!(upstream_of(l).await, "b");
+    assert_eq!(p.stat("control_plane.connected_state").await, 1);
+    assert!(cp.streams_opened() >= 2);
+    assert!(p.stat("cluster_manager.cds.update_failure").await >= 1);
+}
+
+#[tokio::test]
+async fn sotw_control_plane_away_and_back() {
+    control_plane_away_and_back("GRPC").await;
+}
+
+#[tokio::test]
+async fn delta_control_plane_away_and_back() {
+    control_plane_away_and_back("DELTA_GRPC").await;
+}
