@@ -55,6 +55,10 @@ pub struct Server {
     pub health_failed: AtomicBool,
     /// Start time.
     pub started: Instant,
+    /// Start time, as wall-clock time.
+    pub started_at: std::time::SystemTime,
+    /// The last accepted version of each wildcard type ("cds", "lds").
+    xds_versions: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
     /// server.state
     pub state: Arc<Gauge>,
     /// Requested shutdown.
@@ -104,6 +108,8 @@ impl Server {
             worker_rx: std::sync::Mutex::new(worker_rx),
             health_failed: AtomicBool::new(false),
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            xds_versions: Default::default(),
             state,
             shutdown: watch::channel(false).0,
             concurrency,
@@ -172,6 +178,21 @@ impl Server {
             .into_iter()
             .map(|e| e.listener.clone())
             .collect()
+    }
+
+    /// Records the accepted version of a wildcard type ("cds", "lds").
+    pub fn set_xds_version(&self, ty: &'static str, version: &str) {
+        if let Ok(mut v) = self.xds_versions.lock() {
+            v.insert(ty, version.to_string());
+        }
+    }
+
+    /// The accepted version of each wildcard type.
+    pub fn xds_versions(&self) -> std::collections::BTreeMap<&'static str, String> {
+        self.xds_versions
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Tells xDS streams to recompute the names they subscribe to.

@@ -210,8 +210,8 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             )
         }
         "/config_dump" => {
-            let r = config_dump(server, get("mask").or(get("resource")));
-            crate::bootstrap::descriptors::release();
+            let r = config_dump(server, get("mask").or(get("resource")), has("include_eds"));
+            crate::bootstrap::descriptors::release_later();
             r
         }
         "/clusters" => clusters(server, get("format").as_deref() == Some("json")),
@@ -276,19 +276,128 @@ pub fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
+fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Response<Body> {
     let cfg = &server.config;
     let bootstrap = serde_json::json!({
         "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
         "bootstrap": to_json(&cfg.bootstrap),
+        "last_updated": timestamp(server.started_at),
     });
-    let clusters = serde_json::json!({
+    let typed = |v: serde_json::Value, name: &str| with_type(v, name);
+    const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
+    const LISTENER: &str = "envoy.config.listener.v3.Listener";
+    let mut static_clusters = Vec::new();
+    let mut dynamic_clusters = Vec::new();
+    for c in server.clusters.all() {
+        let item = |with_version: bool| {
+            let mut v = serde_json::json!({
+                "cluster": typed(to_json(&c.config.proto), CLUSTER),
+                "last_updated": timestamp(c.last_updated),
+            });
+            if with_version {
+                v["version_info"] = c.version.clone().into();
+            }
+            v
+        };
+        if c.added_via_api {
+            dynamic_clusters.push(item(true));
+        } else {
+            static_clusters.push(item(false));
+        }
+    }
+    let warming_clusters: Vec<_> = server
+        .clusters
+        .warming()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "version_info": c.version,
+                "cluster": typed(to_json(&c.config.proto), CLUSTER),
+                "last_updated": timestamp(c.last_updated),
+            })
+        })
+        .collect();
+    let versions = server.xds_versions();
+    let mut clusters = serde_json::json!({
         "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
-        "static_clusters": cfg.clusters.iter().map(|c| serde_json::json!({"cluster": with_type(to_json(&c.proto), "envoy.config.cluster.v3.Cluster")})).collect::<Vec<_>>(),
+        "static_clusters": static_clusters,
+        "dynamic_active_clusters": dynamic_clusters,
+        "dynamic_warming_clusters": warming_clusters,
     });
-    let listeners = serde_json::json!({
+    if let Some(v) = versions.get("cds") {
+        clusters["version_info"] = v.clone().into();
+    }
+    let mut static_listeners = Vec::new();
+    let mut dynamic: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let state = |e: &crate::listener::manager::ListenerEntry| {
+        serde_json::json!({
+            "version_info": e.version,
+            "listener": typed(to_json(&e.listener.config.proto), LISTENER),
+            "last_updated": timestamp(e.last_updated),
+        })
+    };
+    for e in server.listeners.active() {
+        if e.added_via_api {
+            dynamic.insert(
+                e.listener.config.name.to_string(),
+                serde_json::json!({"name": &*e.listener.config.name, "active_state": state(&e)}),
+            );
+        } else {
+            static_listeners.push(serde_json::json!({
+                "listener": typed(to_json(&e.listener.config.proto), LISTENER),
+                "last_updated": timestamp(e.last_updated),
+            }));
+        }
+    }
+    for e in server.listeners.warming() {
+        let name = e.listener.config.name.to_string();
+        let slot = dynamic
+            .entry(name.clone())
+            .or_insert_with(|| serde_json::json!({"name": name}));
+        slot["warming_state"] = state(&e);
+    }
+    let mut listeners = serde_json::json!({
         "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
-        "static_listeners": cfg.listeners.iter().map(|l| serde_json::json!({"listener": with_type(to_json(&l.proto), "envoy.config.listener.v3.Listener")})).collect::<Vec<_>>(),
+        "static_listeners": static_listeners,
+        "dynamic_listeners": dynamic.into_values().collect::<Vec<_>>(),
+    });
+    if let Some(v) = versions.get("lds") {
+        listeners["version_info"] = v.clone().into();
+    }
+    let dynamic_routes: Vec<_> = server
+        .rds
+        .providers()
+        .iter()
+        .filter_map(|p| p.current())
+        .map(|v| {
+            serde_json::json!({
+                "version_info": v.version,
+                "route_config": typed(to_json(&v.proto), "envoy.config.route.v3.RouteConfiguration"),
+                "last_updated": timestamp(v.last_updated),
+            })
+        })
+        .collect();
+    let endpoints = include_eds.then(|| {
+        let mut seen = std::collections::BTreeSet::new();
+        let dynamic: Vec<_> = server
+            .clusters
+            .all()
+            .into_iter()
+            .chain(server.clusters.warming())
+            .filter_map(|c| c.assignment.load_full())
+            .filter(|a| seen.insert(a.proto.cluster_name.clone()))
+            .map(|a| {
+                serde_json::json!({
+                    "version_info": a.version,
+                    "endpoint_config": typed(to_json(&a.proto), "envoy.config.endpoint.v3.ClusterLoadAssignment"),
+                    "last_updated": timestamp(a.last_updated),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+            "dynamic_endpoint_configs": dynamic,
+        })
     });
     let mut routes_static = Vec::new();
     for l in &cfg
@@ -315,8 +424,11 @@ fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
     let routes = serde_json::json!({
         "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
         "static_route_configs": routes_static,
+        "dynamic_route_configs": dynamic_routes,
     });
-    let all = vec![bootstrap, clusters, listeners, routes];
+    let mut all = vec![bootstrap, clusters];
+    all.extend(endpoints);
+    all.extend([listeners, routes]);
     let configs: Vec<_> = match mask.as_deref() {
         None | Some("") => all,
         Some(m) => {
@@ -326,6 +438,7 @@ fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
                 "ClustersConfigDump" => want.iter().any(|w| w.contains("clusters")),
                 "ListenersConfigDump" => want.iter().any(|w| w.contains("listeners")),
                 "RoutesConfigDump" => want.iter().any(|w| w.contains("route_configs")),
+                "EndpointsConfigDump" => want.iter().any(|w| w.contains("endpoint")),
                 _ => false,
             };
             all.into_iter()
@@ -342,6 +455,30 @@ fn config_dump(server: &Server, mask: Option<String>) -> Response<Body> {
         StatusCode::OK,
         "application/json",
         serde_json::to_string_pretty(&serde_json::json!({"configs": configs})).unwrap_or_default(),
+    )
+}
+
+/// A time as the proto3 JSON mapping writes a Timestamp (RFC 3339, UTC).
+fn timestamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
     )
 }
 

@@ -380,6 +380,7 @@ impl XdsStream {
             }
             if outcome.errors.is_empty() {
                 s.accepted(version);
+                self.server.set_xds_version(ty.short(), version);
             } else {
                 s.update_rejected.inc();
             }

@@ -48,7 +48,10 @@ pub async fn watch(
                         let outcome =
                             apply::apply(&server, ty, Mode::StateOfTheWorld, resources, &[]);
                         match outcome.error_detail() {
-                            None => stats.accepted(&version),
+                            None => {
+                                stats.accepted(&version);
+                                server.set_xds_version(ty.short(), &version);
+                            }
                             Some(e) => {
                                 stats.update_rejected.inc();
                                 tracing::warn!("{}: {}: {e}", ty.short(), path.display());

@@ -420,3 +420,103 @@ async fn sotw_control_plane_away_and_back() {
 async fn delta_control_plane_away_and_back() {
     control_plane_away_and_back("DELTA_GRPC").await;
 }
+
+#[tokio::test]
+async fn config_dump_shows_dynamic_and_warming_resources() {
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
+    p.wait_live().await;
+    // A listener whose route configuration never comes stays warming.
+    cp.set(
+        "2",
+        &[rds_listener("in", "r"), rds_listener("w", "missing")],
+    );
+    cp.wait_ack(type_url::LISTENER, "2").await;
+    p.wait_stat("listener_manager.total_listeners_warming", 1)
+        .await;
+    let (s, body) = p.admin("/config_dump?include_eds").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    let by_type = |t: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"] == format!("type.googleapis.com/envoy.admin.v3.{t}"))
+            .unwrap_or_else(|| panic!("no {t} in {body}"))
+            .clone()
+    };
+    let clusters = by_type("ClustersConfigDump");
+    assert_eq!(clusters["version_info"], "1");
+    let active = clusters["dynamic_active_clusters"].as_array().unwrap();
+    assert_eq!(active.len(), 2);
+    assert_eq!(active[0]["version_info"], "1");
+    assert_eq!(active[0]["cluster"]["name"], "a");
+    assert!(active[0]["last_updated"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        clusters["static_clusters"][0]["cluster"]["name"],
+        "xds-grpc"
+    );
+    let eps = by_type("EndpointsConfigDump");
+    assert_eq!(
+        eps["dynamic_endpoint_configs"][0]["endpoint_config"]["cluster_name"],
+        "a"
+    );
+    let listeners = by_type("ListenersConfigDump");
+    assert_eq!(listeners["version_info"], "2");
+    let dl = listeners["dynamic_listeners"].as_array().unwrap();
+    let find = |n: &str| dl.iter().find(|l| l["name"] == n).unwrap().clone();
+    assert_eq!(find("in")["active_state"]["version_info"], "1");
+    assert_eq!(find("w")["warming_state"]["version_info"], "2");
+    assert!(find("w").get("active_state").is_none());
+    let routes = by_type("RoutesConfigDump");
+    assert_eq!(
+        routes["dynamic_route_configs"][0]["route_config"]["name"],
+        "r"
+    );
+    // Without include_eds there is no endpoints section.
+    let (_, body) = p.admin("/config_dump").await;
+    assert!(!body.contains("EndpointsConfigDump"));
+}
+
+#[tokio::test]
+async fn malformed_resources_are_nacked_and_the_last_good_config_serves() {
+    use envoy_types::pb::google::protobuf::Any;
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    let garbage = Any {
+        type_url: type_url::CLUSTER.into(),
+        value: vec![0xff, 0xff, 0xff],
+    };
+    let wrong_type = pilotfish::xds::harness::any(&rds_listener("x", "r"));
+    cp.set_any(
+        type_url::CLUSTER,
+        "2",
+        vec![
+            ("g".into(), garbage),
+            ("x".into(), wrong_type),
+            ("a".into(), pilotfish::xds::harness::any(&eds_cluster("a"))),
+            ("b".into(), pilotfish::xds::harness::any(&eds_cluster("b"))),
+        ],
+    );
+    let err = cp
+        .wait_answer(type_url::CLUSTER, "2", std::time::Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(err.contains("cannot decode"), "{err}");
+    assert!(err.contains("Listener\" in a"), "{err}");
+    // A route naming a cluster that does not exist answers 503 NC, as Envoy.
+    cp.set("2", &[weighted_route("r", &[("nope", 1)])]);
+    cp.wait_ack(type_url::ROUTE, "2").await;
+    let (s, _, _) = get(l, "/").await;
+    assert_eq!(s, 503);
+    cp.set("3", &[weighted_route("r", &[("a", 1)])]);
+    cp.wait_ack(type_url::ROUTE, "3").await;
+    assert_eq!(upstream_of(l).await, "a");
+    assert_eq!(p.stat("cluster_manager.active_clusters").await, 3);
+}
