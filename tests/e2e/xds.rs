@@ -520,3 +520,161 @@ async fn malformed_resources_are_nacked_and_the_last_good_config_serves() {
     assert_eq!(upstream_of(l).await, "a");
     assert_eq!(p.stat("cluster_manager.active_clusters").await, 3);
 }
+
+/// A DiscoveryResponse file of one STATIC cluster `a` with endpoint `up`.
+fn clusters_file(version: &str, up: SocketAddr) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: a
+  connect_timeout: 1s
+  load_assignment:
+    cluster_name: a
+    endpoints:
+    - lb_endpoints:
+      - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}
+"#,
+        up.ip(),
+        up.port()
+    )
+}
+
+/// A DiscoveryResponse file of one listener `in` on `port` answering `body` directly at
+/// /direct and sending the rest to cluster `a`.
+fn listeners_file(version: &str, port: u16, body: &str) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: in
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: in
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{prefix: /direct}}
+              direct_response: {{status: 200, body: {{inline_string: "{body}"}}}}
+            - match: {{prefix: /}}
+              route: {{cluster: a}}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn harness_binary_replays_files_over_a_unix_socket() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("xds.sock");
+    let (cf, lf) = (dir.path().join("c.yaml"), dir.path().join("l.yaml"));
+    let port = free_port();
+    std::fs::write(&cf, clusters_file("1", up)).unwrap();
+    std::fs::write(&lf, listeners_file("1", port, "one")).unwrap();
+    let mut harness = std::process::Command::new(env!("CARGO_BIN_EXE_xds-harness"))
+        .args(["--uds", sock.to_str().unwrap()])
+        .args([&cf, &lf])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "harness did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let yaml = format!(
+        r#"dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{pipe: {{path: {}}}}}}}
+"#,
+        sock.display()
+    );
+    let p = Proxy::start(&yaml);
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    assert_eq!(l.port(), port);
+    assert_eq!(get(l, "/direct").await.2, "one");
+    assert_eq!(upstream_of(l).await, "a");
+    std::fs::write(&lf, listeners_file("2", port, "two")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(l, "/direct").await.2 != "two" {
+        assert!(std::time::Instant::now() < deadline, "update not applied");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The harness prints answers every 300 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let _ = harness.kill();
+    let out = harness.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("ACK type.googleapis.com/envoy.config.listener.v3.Listener \"2\""),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn path_config_sources_are_watched() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cf, lf) = (dir.path().join("c.yaml"), dir.path().join("l.yaml"));
+    let port = free_port();
+    std::fs::write(&cf, clusters_file("1", up)).unwrap();
+    std::fs::write(&lf, listeners_file("1", port, "one")).unwrap();
+    let yaml = format!(
+        "dynamic_resources:\n  cds_config: {{path_config_source: {{path: {}}}, resource_api_version: V3}}\n  lds_config: {{path_config_source: {{path: {}}}, resource_api_version: V3}}\n",
+        cf.display(),
+        lf.display()
+    );
+    let p = Proxy::start(&yaml);
+    p.wait_live().await;
+    let l = p.listener("in").await;
+    assert_eq!(get(l, "/direct").await.2, "one");
+    assert_eq!(upstream_of(l).await, "a");
+    std::fs::write(
+        &lf,
+        "version_info: broken\nresources: [{\"@type\": nope}]\n",
+    )
+    .unwrap();
+    p.wait_stat("listener_manager.lds.update_rejected", 1).await;
+    assert_eq!(
+        get(l, "/direct").await.2,
+        "one",
+        "the last good config serves"
+    );
+    std::fs::write(&lf, listeners_file("3", port, "three")).unwrap();
+    p.wait_stat("listener_manager.lds.update_success", 2).await;
+    assert_eq!(get(l, "/direct").await.2, "three");
+}
