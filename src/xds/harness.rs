@@ -25,20 +25,37 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ResourceType;
 
+/// One resource with its delta version (a hash of its bytes, so unchanged resources are not
+/// sent again).
+#[derive(Debug)]
+pub struct Entry {
+    /// Delta version.
+    pub version: String,
+    /// The resource.
+    pub resource: Any,
+}
+
 /// One type's resources at one version.
 #[derive(Debug, Clone, Default)]
 pub struct TypeSnapshot {
     /// The version_info sent with them.
     pub version: String,
     /// Resources by name.
-    pub resources: BTreeMap<String, Any>,
+    pub resources: BTreeMap<String, Arc<Entry>>,
 }
 
 /// What the control plane serves, by type URL.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// By type URL.
-    pub types: BTreeMap<String, TypeSnapshot>,
+    pub types: BTreeMap<String, Arc<TypeSnapshot>>,
+}
+
+fn entry(resource: Any) -> Arc<Entry> {
+    Arc::new(Entry {
+        version: format!("{:016x}", super::stats::version_hash_bytes(&resource.value)),
+        resource,
+    })
 }
 
 /// The proxy's answer to one response.
@@ -145,14 +162,25 @@ impl ControlPlane {
 
     /// Sets one type's resources from Anys (the type URL names the type).
     pub fn set_any(&self, type_url: &str, version: &str, resources: Vec<(String, Any)>) {
+        let ts = Arc::new(TypeSnapshot {
+            version: version.to_string(),
+            resources: resources.into_iter().map(|(n, a)| (n, entry(a))).collect(),
+        });
         self.snapshot.send_modify(|s| {
-            s.types.insert(
-                type_url.to_string(),
-                TypeSnapshot {
-                    version: version.to_string(),
-                    resources: resources.into_iter().collect(),
-                },
-            );
+            s.types.insert(type_url.to_string(), ts);
+        });
+    }
+
+    /// Replaces (or adds) one resource of its type, moving the type to `version`.
+    pub fn set_one<M: Named>(&self, version: &str, resource: &M) {
+        let e = entry(any(resource));
+        let name = resource.resource_name().to_string();
+        self.snapshot.send_modify(|s| {
+            let ts = s.types.entry(M::type_url()).or_default();
+            let mut next = (**ts).clone();
+            next.version = version.to_string();
+            next.resources.insert(name, e);
+            *ts = Arc::new(next);
         });
     }
 
@@ -381,7 +409,7 @@ async fn sotw_stream(
                 .resources
                 .iter()
                 .filter(|(n, _)| wildcard || t.names.contains(*n))
-                .map(|(_, a)| a.clone())
+                .map(|(_, e)| e.resource.clone())
                 .collect();
             nonce += 1;
             let n = nonce.to_string();
@@ -412,12 +440,6 @@ struct DeltaType {
     held: BTreeMap<String, String>,
     responded: bool,
     versions_by_nonce: HashMap<String, String>,
-}
-
-/// A resource's version on delta streams: a hash of its bytes, so unchanged resources are not
-/// sent again.
-fn resource_version(a: &Any) -> String {
-    format!("{:016x}", super::stats::version_hash_bytes(&a.value))
 }
 
 async fn delta_stream(
@@ -478,23 +500,27 @@ async fn delta_stream(
         }
         let s = snap.borrow_and_update().clone();
         for (type_url, t) in types.iter_mut() {
-            let empty = TypeSnapshot::default();
+            let empty = Arc::new(TypeSnapshot::default());
             let ts = s.types.get(type_url).unwrap_or(&empty);
             let wants = |n: &str| t.wildcard || t.names.contains(n);
             let mut resources = Vec::new();
-            for (n, a) in &ts.resources {
+            let candidates: Box<dyn Iterator<Item = (&String, &Arc<Entry>)>> = if t.wildcard {
+                Box::new(ts.resources.iter())
+            } else {
+                Box::new(t.names.iter().filter_map(|n| ts.resources.get_key_value(n)))
+            };
+            for (n, e) in candidates {
                 if !wants(n) {
                     continue;
                 }
-                let v = resource_version(a);
-                if t.held.get(n) != Some(&v) {
+                if t.held.get(n) != Some(&e.version) {
                     resources.push(Resource {
                         name: n.clone(),
-                        version: v.clone(),
-                        resource: Some(a.clone()),
+                        version: e.version.clone(),
+                        resource: Some(e.resource.clone()),
                         ..Default::default()
                     });
-                    t.held.insert(n.clone(), v);
+                    t.held.insert(n.clone(), e.version.clone());
                 }
             }
             let removed: Vec<String> = t

@@ -1,0 +1,402 @@
+//! The large-mesh push: 10,000 EDS clusters with 10 endpoints each and 1,000 listeners and
+//! route configurations pushed over delta ADS to the release binary by the in-process control
+//! plane. Prints the time to the ACK of each type and to traffic on a new cluster, RSS before
+//! and after, the time an EDS update of one cluster takes to apply, and request latency while
+//! such updates stream in. See benches/README.md.
+//!
+//! `cargo bench --bench xds_push` (CLUSTERS, LISTENERS and ENDPOINTS override the sizes).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use pilotfish::xds::harness::{ControlPlane, from_yaml};
+use pilotfish::xds::type_url;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A minimal HTTP/1.1 upstream answering 200 with a small body on keep-alive connections.
+async fn upstream() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut pending = Vec::new();
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(r).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One keep-alive HTTP/1.1 client connection.
+struct Client {
+    s: tokio::net::TcpStream,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Self { s })
+    }
+
+    /// Sends GET / and returns the status.
+    async fn get(&mut self) -> std::io::Result<u16> {
+        self.s
+            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = self.s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + len {
+                    let n = self.s.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0));
+            }
+        }
+    }
+}
+
+fn cluster(i: usize) -> Cluster {
+    from_yaml(&format!(
+        "name: outbound|80||svc{i}.ns.svc.cluster.local\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{service_name: outbound|80||svc{i}.ns.svc.cluster.local, eds_config: {{ads: {{}}, resource_api_version: V3}}}}"
+    ))
+    .unwrap()
+}
+
+fn assignment(
+    i: usize,
+    endpoints: usize,
+    real: Option<SocketAddr>,
+    generation: usize,
+) -> ClusterLoadAssignment {
+    let mut eps = String::new();
+    for e in 0..endpoints {
+        let addr = match (e, real) {
+            (0, Some(a)) => a,
+            _ => SocketAddr::from((
+                [
+                    10,
+                    (i / 250) as u8,
+                    (i % 250) as u8,
+                    (e + 1 + generation % 200) as u8,
+                ],
+                8080,
+            )),
+        };
+        eps.push_str(&format!(
+            "  - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    from_yaml(&format!(
+        "cluster_name: outbound|80||svc{i}.ns.svc.cluster.local\nendpoints:\n- locality: {{region: r, zone: z}}\n  lb_endpoints:\n{eps}"
+    ))
+    .unwrap()
+}
+
+fn listener(i: usize, bind: bool) -> Listener {
+    let (addr, port) = if bind {
+        ("127.0.0.1".to_string(), 0)
+    } else {
+        (format!("10.{}.{}.1", i / 250, i % 250), 80)
+    };
+    from_yaml(&format!(
+        r#"name: l{i}
+address: {{socket_address: {{address: {addr}, port_value: {port}}}}}
+bind_to_port: {bind}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: l{i}
+      rds: {{route_config_name: r{i}, config_source: {{ads: {{}}, resource_api_version: V3}}}}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    ))
+    .unwrap()
+}
+
+fn route(i: usize) -> RouteConfiguration {
+    from_yaml(&format!(
+        "name: r{i}\nvirtual_hosts:\n- name: svc{i}\n  domains: [\"*\"]\n  routes:\n  - match: {{prefix: /}}\n    route: {{cluster: \"outbound|80||svc{i}.ns.svc.cluster.local\"}}\n"
+    ))
+    .unwrap()
+}
+
+fn start_proxy(cp: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let cfg = dir.join("bootstrap.yaml");
+    let addr_file = dir.join("admin.addr");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
+node: {{id: sidecar~10.0.0.1~bench.ns~ns.svc.cluster.local, cluster: bench.ns}}
+dynamic_resources:
+  ads_config:
+    api_type: DELTA_GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
+  lds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}
+"#,
+            cp.ip(),
+            cp.port()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+        .args([
+            "-c",
+            cfg.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "-l",
+            "error",
+        ])
+        .args(["--admin-address-path", addr_file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("pilotfish starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(a) = std::fs::read_to_string(&addr_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return (child, a);
+        }
+        assert!(Instant::now() < deadline, "pilotfish did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn listener_addr(admin: SocketAddr, name: &str) -> Option<SocketAddr> {
+    let body = admin_get(admin, "/listeners").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}::")))
+        .and_then(|a| a.trim().parse().ok())
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Sequential requests for `d`; returns their latencies.
+async fn latencies(addr: SocketAddr, d: Duration) -> Vec<Duration> {
+    let mut c = Client::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let t = Instant::now();
+        let s = c.get().await.unwrap();
+        assert_eq!(s, 200);
+        out.push(t.elapsed());
+    }
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n_clusters = env_or("CLUSTERS", 10_000);
+    let n_listeners = env_or("LISTENERS", 1_000);
+    let n_endpoints = env_or("ENDPOINTS", 10);
+    let up = upstream().await;
+    let cp = ControlPlane::new();
+    let cp_addr = cp.serve_tcp(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    cp.set::<Cluster>("0", &[]);
+    cp.set::<Listener>("0", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, admin) = start_proxy(cp_addr, dir.path());
+    let pid = child.id();
+    cp.wait_ack(type_url::CLUSTER, "0").await;
+    cp.wait_ack(type_url::LISTENER, "0").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kib(pid);
+
+    // Build the push (outside the timed part).
+    let clusters: Vec<_> = (0..n_clusters).map(cluster).collect();
+    let cla: Vec<_> = (0..n_clusters)
+        .map(|i| assignment(i, n_endpoints, (i == 0).then_some(up), 0))
+        .collect();
+    let listeners: Vec<_> = (0..n_listeners).map(|i| listener(i, i == 0)).collect();
+    let routes: Vec<_> = (0..n_listeners).map(route).collect();
+
+    let t0 = Instant::now();
+    cp.set("1", &cla);
+    cp.set("1", &routes);
+    cp.set("1", &clusters);
+    cp.set("1", &listeners);
+    let mut acked = Vec::new();
+    for (name, t) in [
+        ("CDS", type_url::CLUSTER),
+        ("EDS", type_url::ENDPOINT),
+        ("LDS", type_url::LISTENER),
+        ("RDS", type_url::ROUTE),
+    ] {
+        cp.wait_answer(t, "1", Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        acked.push((name, t0.elapsed()));
+    }
+    let l0 = loop {
+        if let Some(a) = listener_addr(admin, "l0").await {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    loop {
+        if let Ok(mut c) = Client::connect(l0).await
+            && let Ok(200) = c.get().await
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let served = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(pid);
+
+    // EDS updates of one cluster among all, with request latency alongside.
+    let baseline = {
+        let mut v = latencies(l0, Duration::from_secs(3)).await;
+        (percentile(&mut v, 0.5), percentile(&mut v, 0.99), v.len())
+    };
+    let load = tokio::spawn(latencies(l0, Duration::from_secs(3)));
+    let mut eds_times = Vec::new();
+    let target = n_clusters / 2;
+    for g in 1..=20 {
+        let one = assignment(target, n_endpoints, None, g);
+        let v = format!("eds-{g}");
+        let t = Instant::now();
+        cp.set_one(&v, &one);
+        cp.wait_answer(type_url::ENDPOINT, &v, Duration::from_secs(30))
+            .await
+            .unwrap();
+        eds_times.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = {
+        let mut v = load.await.unwrap();
+        (percentile(&mut v, 0.5), percentile(&mut v, 0.99), v.len())
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "push: {n_clusters} EDS clusters x {n_endpoints} endpoints, {n_listeners} listeners and route configurations (delta ADS)"
+    );
+    for (name, d) in &acked {
+        println!("  {name} ACKed after {:.0} ms", ms(*d));
+    }
+    println!(
+        "  traffic served on a new cluster after {:.0} ms",
+        ms(served)
+    );
+    println!(
+        "  RSS before {rss_before} KiB, after {rss_after} KiB: {:.2} KiB per cluster",
+        (rss_after.saturating_sub(rss_before)) as f64 / n_clusters as f64
+    );
+    eds_times.sort();
+    println!(
+        "  EDS update of one cluster (only it sent), set to ACK: median {:.2} ms, max {:.2} ms",
+        ms(eds_times[eds_times.len() / 2]),
+        ms(eds_times[eds_times.len() - 1])
+    );
+    println!(
+        "  request latency without updates: p50 {:.3} ms, p99 {:.3} ms ({} requests)",
+        ms(baseline.0),
+        ms(baseline.1),
+        baseline.2
+    );
+    println!(
+        "  request latency during updates:  p50 {:.3} ms, p99 {:.3} ms ({} requests)",
+        ms(during.0),
+        ms(during.1),
+        during.2
+    );
+}
