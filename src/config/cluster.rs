@@ -424,9 +424,21 @@ pub fn load_assignment(
     if !la.named_endpoints.is_empty() {
         return Err(ConfigError::unsupported(join(lp, "named_endpoints")));
     }
+    // Every field is checked here (EDS resources skip the descriptor-based field check, which
+    // would cost a decoded descriptor pool per update); `metadata`, `locality` and the locality
+    // weight are ignored as the field table says.
     let mut endpoints = Vec::new();
     for (i, loc) in la.endpoints.iter().enumerate() {
         let locp = index(lp, "endpoints", i);
+        if loc.proximity.is_some() {
+            return Err(ConfigError::unsupported(join(&locp, "proximity")));
+        }
+        if loc.lb_config.is_some() {
+            return Err(ConfigError::unsupported(join(
+                &locp,
+                "leds_cluster_locality_config",
+            )));
+        }
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let ep = index(&locp, "lb_endpoints", j);
             use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
@@ -437,6 +449,18 @@ pub fn load_assignment(
                 }
                 None => return Err(ConfigError::new(&ep, "endpoint is required")),
             };
+            if e.health_check_config.is_some() {
+                return Err(ConfigError::unsupported(join(
+                    &ep,
+                    "endpoint.health_check_config",
+                )));
+            }
+            if !e.additional_addresses.is_empty() {
+                return Err(ConfigError::unsupported(join(
+                    &ep,
+                    "endpoint.additional_addresses",
+                )));
+            }
             let a = e
                 .address
                 .as_ref()

@@ -606,21 +606,41 @@ impl ClusterManagerInner {
     /// Applies EDS assignments (by service name) to every cluster using them, then moves the
     /// clusters they finished warming into the active set.
     pub fn update_assignments(&self, items: Vec<(String, Assignment)>) {
-        let mut users: HashMap<&str, Vec<Arc<ClusterRuntime>>> = HashMap::new();
         let active = self.active.load_full();
         let warming: Vec<_> = lock(&self.warming).values().cloned().collect();
-        for c in active.values().chain(warming.iter()) {
-            if let Some(e) = &c.config.eds {
-                users
-                    .entry(e.service_name.as_str())
-                    .or_default()
-                    .push(c.clone());
+        let uses = |c: &Arc<ClusterRuntime>, name: &str| {
+            c.config
+                .eds
+                .as_ref()
+                .is_some_and(|e| e.service_name == name)
+        };
+        // A few assignments (the usual incremental update): one scan each, with no index to
+        // build; otherwise index every cluster once.
+        let mut users: HashMap<String, Vec<Arc<ClusterRuntime>>> = HashMap::new();
+        if items.len() <= 8 {
+            for (name, _) in &items {
+                let found = active
+                    .values()
+                    .chain(warming.iter())
+                    .filter(|c| uses(c, name))
+                    .cloned()
+                    .collect();
+                users.insert(name.clone(), found);
+            }
+        } else {
+            for c in active.values().chain(warming.iter()) {
+                if let Some(e) = &c.config.eds {
+                    users
+                        .entry(e.service_name.clone())
+                        .or_default()
+                        .push(c.clone());
+                }
             }
         }
         let mut assignments = lock(&self.assignments);
         for (name, a) in items {
             let a = Arc::new(a);
-            for c in users.get(name.as_str()).into_iter().flatten() {
+            for c in users.get(&name).into_iter().flatten() {
                 c.assign(a.clone());
             }
             assignments.insert(name, a);

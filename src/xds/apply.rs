@@ -236,11 +236,7 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             if cla.cluster_name.is_empty() {
                 return Err(fail("", "cluster_name: must not be empty".into()));
             }
-            let mut errs = ConfigErrors::default();
-            fields::check_message(&cla, "", &mut errs);
-            if !errs.0.is_empty() {
-                return Err(fail(&cla.cluster_name, errors_text(errs)));
-            }
+            // load_assignment checks every field of the assignment itself.
             let (endpoints, overprovisioning_factor) = load_assignment(&cla, "", Discovery::Eds)
                 .map_err(|e| fail(&cla.cluster_name, e.to_string()))?;
             Ok(Decoded::Endpoint(Box::new(Assignment {

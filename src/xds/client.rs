@@ -262,7 +262,11 @@ impl XdsStream {
             }
         }
         let mut interest = self.server.xds_interest.subscribe();
-        let mut grpc = tonic::client::Grpc::new(channel);
+        // As Envoy's gRPC client, no limit below the transport's on a response's size: a
+        // large mesh's EDS response runs to many megabytes.
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         grpc.ready()
             .await
             .map_err(|e| format!("channel not ready: {e}"))?;
@@ -372,8 +376,17 @@ impl XdsStream {
         }
     }
 
-    fn record(&self, ty: ResourceType, version: &str, empty: bool, outcome: &Outcome) {
+    fn record(
+        &self,
+        ty: ResourceType,
+        version: &str,
+        empty: bool,
+        outcome: &Outcome,
+        took: Duration,
+    ) {
+        let ms = took.as_secs_f64() * 1000.0;
         if let Some(s) = self.stats.get(&ty) {
+            s.update_duration.record(ms);
             s.update_attempt.inc();
             if empty {
                 s.update_empty.inc();
@@ -383,6 +396,13 @@ impl XdsStream {
                 self.server.set_xds_version(ty.short(), version);
             } else {
                 s.update_rejected.inc();
+            }
+        }
+        if ty == ResourceType::Endpoint {
+            for (name, _) in &outcome.accepted {
+                SubscriptionStats::new(&self.server.stats, &format!("cluster.{name}."))
+                    .update_duration
+                    .record(ms);
             }
         }
         if !ty.is_wildcard() {
@@ -403,7 +423,19 @@ impl XdsStream {
             tracing::warn!("{} update rejected: {e}", ty.short());
         }
         mark_done(&self.init, ty);
-        self.server.bump_xds_interest();
+        // Forget tables and assignments nothing references any more; only clusters and
+        // listeners change which endpoints and route configurations are wanted.
+        match ty {
+            ResourceType::Cluster => {
+                self.server.clusters.prune_assignments();
+                self.server.bump_xds_interest();
+            }
+            ResourceType::Listener => {
+                self.server.rds.prune();
+                self.server.bump_xds_interest();
+            }
+            _ => {}
+        }
     }
 
     fn on_sotw(&mut self, resp: DiscoveryResponse, tx: &mpsc::UnboundedSender<Outbound>) {
@@ -428,6 +460,7 @@ impl XdsStream {
                 resource: a,
             })
             .collect();
+        let started = std::time::Instant::now();
         let outcome = apply::apply(&self.server, ty, Mode::StateOfTheWorld, resources, &[]);
         let reply = self
             .subs
@@ -436,9 +469,11 @@ impl XdsStream {
         if let Some(r) = reply {
             let _ = tx.send(Outbound::Sotw(r));
         }
-        self.record(ty, &resp.version_info, empty, &outcome);
+        self.record(ty, &resp.version_info, empty, &outcome, started.elapsed());
         crate::bootstrap::descriptors::release_later();
-        self.on_interest(tx);
+        if ty.is_wildcard() {
+            self.on_interest(tx);
+        }
     }
 
     fn on_delta(&mut self, resp: DeltaDiscoveryResponse, tx: &mpsc::UnboundedSender<Outbound>) {
@@ -474,6 +509,7 @@ impl XdsStream {
                 }
             })
             .collect();
+        let started = std::time::Instant::now();
         let mut outcome = apply::apply(
             &self.server,
             ty,
@@ -493,9 +529,17 @@ impl XdsStream {
         if let Some(r) = reply {
             let _ = tx.send(Outbound::Delta(r));
         }
-        self.record(ty, &resp.system_version_info, empty, &outcome);
+        self.record(
+            ty,
+            &resp.system_version_info,
+            empty,
+            &outcome,
+            started.elapsed(),
+        );
         crate::bootstrap::descriptors::release_later();
-        self.on_interest(tx);
+        if ty.is_wildcard() {
+            self.on_interest(tx);
+        }
     }
 }
 

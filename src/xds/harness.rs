@@ -10,11 +10,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
+    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
 };
 use envoy_types::pb::google::protobuf::Any;
 use futures_util::Stream;
@@ -272,9 +278,17 @@ impl ControlPlane {
         let svc = AggregatedDiscoveryServiceServer::new(self.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
+        let cds = ClusterDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let lds = ListenerDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(cds)
+                .add_service(lds)
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = r {
@@ -329,22 +343,88 @@ impl AggregatedDiscoveryService for ControlPlane {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.shared.streams.send_modify(|n| *n += 1);
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(sotw_stream(self.clone(), request.into_inner(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.open_sotw(request)
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.open_delta(request)
+    }
+}
+
+impl ControlPlane {
+    fn open_sotw(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<BoxStream<DiscoveryResponse>>, Status> {
+        self.shared.streams.send_modify(|n| *n += 1);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(sotw_stream(self.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    fn open_delta(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<BoxStream<DeltaDiscoveryResponse>>, Status> {
         self.shared.streams.send_modify(|n| *n += 1);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(delta_stream(self.clone(), request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+/// The per-type services (a `cds_config` or `lds_config` with its own `api_config_source`)
+/// serve the same snapshot; a stream only ever asks for its own type.
+macro_rules! per_type_service {
+    ($trait:path, $stream:ident, $delta_stream:ident, $sotw:ident, $delta:ident, $fetch:ident) => {
+        #[tonic::async_trait]
+        impl $trait for ControlPlane {
+            type $stream = BoxStream<DiscoveryResponse>;
+            type $delta_stream = BoxStream<DeltaDiscoveryResponse>;
+
+            async fn $sotw(
+                &self,
+                request: Request<Streaming<DiscoveryRequest>>,
+            ) -> Result<Response<Self::$stream>, Status> {
+                self.open_sotw(request)
+            }
+
+            async fn $delta(
+                &self,
+                request: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta_stream>, Status> {
+                self.open_delta(request)
+            }
+
+            async fn $fetch(
+                &self,
+                _request: Request<DiscoveryRequest>,
+            ) -> Result<Response<DiscoveryResponse>, Status> {
+                Err(Status::unimplemented("REST-style fetch is not served"))
+            }
+        }
+    };
+}
+
+per_type_service!(
+    ClusterDiscoveryService,
+    StreamClustersStream,
+    DeltaClustersStream,
+    stream_clusters,
+    delta_clusters,
+    fetch_clusters
+);
+per_type_service!(
+    ListenerDiscoveryService,
+    StreamListenersStream,
+    DeltaListenersStream,
+    stream_listeners,
+    delta_listeners,
+    fetch_listeners
+);
 
 /// One type's state on a state-of-the-world stream.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Gauge, Histogram, Store};
 
 /// One subscription's stats.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct SubscriptionStats {
     pub version: Arc<Gauge>,
     /// When the last update was accepted (ms since the epoch).
     pub update_time: Arc<Gauge>,
+    /// Time spent applying each update (ms).
+    pub update_duration: Arc<Histogram>,
 }
 
 impl SubscriptionStats {
@@ -42,6 +44,7 @@ impl SubscriptionStats {
             init_fetch_timeout: c("init_fetch_timeout"),
             version: g("version"),
             update_time: g("update_time"),
+            update_duration: store.histogram(&format!("{prefix}update_duration")),
         }
     }
 

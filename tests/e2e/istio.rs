@@ -23,8 +23,9 @@ fn testdata(name: &str) -> Option<PathBuf> {
 }
 
 /// Loads an Istio bootstrap and points it at test ports: listeners on port 0, the admin and
-/// the `prometheus_stats` cluster on `admin`, the `agent` cluster on `agent`.
-fn rewrite(path: &PathBuf, admin: SocketAddr, agent: SocketAddr) -> String {
+/// the `prometheus_stats` cluster on `admin`, the `agent` cluster on `agent`, the `xds-grpc`
+/// cluster on the Unix socket `xds`.
+fn rewrite(path: &PathBuf, admin: SocketAddr, agent: SocketAddr, xds: &std::path::Path) -> String {
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["admin"]["address"]["socket_address"]["port_value"] = admin.port().into();
@@ -36,6 +37,11 @@ fn rewrite(path: &PathBuf, admin: SocketAddr, agent: SocketAddr) -> String {
         let port = match c["name"].as_str().unwrap() {
             "prometheus_stats" => admin.port(),
             "agent" => agent.port(),
+            "xds-grpc" => {
+                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+                    ["path"] = xds.to_str().unwrap().into();
+                continue;
+            }
             _ => continue,
         };
         c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
@@ -92,8 +98,14 @@ async fn istio_static_listeners_serve_prometheus_with_compression_and_health() {
     let admin = closed_port();
     let agent = echo_upstream("agent").await;
     let dir = tempfile::tempdir().unwrap();
+    // istiod's part, through pilot-agent's Unix socket: no listeners or clusters of its own.
+    let xds = dir.path().join("XDS");
+    let cp = pilotfish::xds::harness::ControlPlane::new();
+    cp.set::<envoy_types::pb::envoy::config::cluster::v3::Cluster>("1", &[]);
+    cp.set::<envoy_types::pb::envoy::config::listener::v3::Listener>("1", &[]);
+    cp.serve_unix(tokio::net::UnixListener::bind(&xds).unwrap());
     let cfg = dir.path().join("envoy-rev.json");
-    std::fs::write(&cfg, rewrite(&path, admin, agent)).unwrap();
+    std::fs::write(&cfg, rewrite(&path, admin, agent, &xds)).unwrap();
     let p = Proxy::start_at(
         &cfg,
         &[
@@ -104,6 +116,12 @@ async fn istio_static_listeners_serve_prometheus_with_compression_and_health() {
         ],
     );
     assert_eq!(p.admin, admin);
+    p.wait_live().await;
+    cp.wait_ack(pilotfish::xds::type_url::CLUSTER, "1").await;
+    assert!(
+        cp.answers().iter().all(|a| a.delta),
+        "Istio asks for DELTA_GRPC"
+    );
     let prom = p.listener("0.0.0.0_15090").await;
     let health = p.listener("0.0.0.0_15021").await;
 
@@ -114,7 +132,7 @@ async fn istio_static_listeners_serve_prometheus_with_compression_and_health() {
     assert!(text.contains("# TYPE envoy_server_state gauge"), "{text}");
     // Istio's tag regexes apply: cluster names end in ';'.
     assert!(
-        text.contains("envoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"} 0"),
+        text.contains("envoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"} "),
         "{text}"
     );
 

@@ -678,3 +678,56 @@ async fn path_config_sources_are_watched() {
     p.wait_stat("listener_manager.lds.update_success", 2).await;
     assert_eq!(get(l, "/direct").await.2, "three");
 }
+
+#[tokio::test]
+async fn per_type_api_config_sources_have_their_own_streams() {
+    let up = echo_upstream("a").await;
+    let (cp, cp_addr) = control_plane().await;
+    let port = free_port();
+    let c: Cluster = from_yaml(&clusters_file("1", up))
+        .map(
+            |r: envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse| {
+                prost::Message::decode(r.resources[0].value.as_slice()).unwrap()
+            },
+        )
+        .unwrap();
+    let l: Listener = from_yaml(&listeners_file("1", port, "one"))
+        .map(
+            |r: envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse| {
+                prost::Message::decode(r.resources[0].value.as_slice()).unwrap()
+            },
+        )
+        .unwrap();
+    cp.set("1", &[c]);
+    cp.set("1", &[l]);
+    let api = |t: &str| {
+        format!(
+            "{{api_config_source: {{api_type: {t}, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]}}, resource_api_version: V3}}"
+        )
+    };
+    let yaml = format!(
+        "dynamic_resources:\n  cds_config: {}\n  lds_config: {}\nstatic_resources:\n  clusters:\n{}",
+        api("GRPC"),
+        api("DELTA_GRPC"),
+        cluster("xds-grpc", &[cp_addr], H2_UPSTREAM)
+    );
+    let p = Proxy::start(&yaml);
+    p.wait_live().await;
+    cp.wait_ack(type_url::CLUSTER, "1").await;
+    cp.wait_ack(type_url::LISTENER, "1").await;
+    let l = p.listener("in").await;
+    assert_eq!(get(l, "/direct").await.2, "one");
+    assert_eq!(upstream_of(l).await, "a");
+    assert_eq!(cp.streams_opened(), 2, "one stream per type");
+    let answers = cp.answers();
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.type_url == type_url::CLUSTER && !a.delta)
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.type_url == type_url::LISTENER && a.delta)
+    );
+}
