@@ -221,7 +221,7 @@ static_resources:
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
         .args([
             "-c",
             cfg.to_str().unwrap(),
@@ -242,7 +242,11 @@ static_resources:
         {
             return (child, a);
         }
-        assert!(Instant::now() < deadline, "pilotfish did not start");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pilotfish did not start");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
