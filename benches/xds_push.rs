@@ -190,6 +190,8 @@ fn route(i: usize) -> RouteConfiguration {
     .unwrap()
 }
 
+// The child is handed to the caller, which kills and reaps it.
+#[allow(clippy::zombie_processes)]
 fn start_proxy(cp: SocketAddr, dir: &std::path::Path) -> (Child, SocketAddr) {
     let cfg = dir.join("bootstrap.yaml");
     let addr_file = dir.join("admin.addr");
