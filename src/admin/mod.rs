@@ -291,7 +291,7 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
     for c in server.clusters.all() {
         let item = |with_version: bool| {
             let mut v = serde_json::json!({
-                "cluster": typed(to_json(&c.config.proto), CLUSTER),
+                "cluster": typed(to_json(&c.config.proto.decode()), CLUSTER),
                 "last_updated": timestamp(c.last_updated),
             });
             if with_version {
@@ -312,7 +312,7 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
         .map(|c| {
             serde_json::json!({
                 "version_info": c.version,
-                "cluster": typed(to_json(&c.config.proto), CLUSTER),
+                "cluster": typed(to_json(&c.config.proto.decode()), CLUSTER),
                 "last_updated": timestamp(c.last_updated),
             })
         })
@@ -332,7 +332,7 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
     let state = |e: &crate::listener::manager::ListenerEntry| {
         serde_json::json!({
             "version_info": e.version,
-            "listener": typed(to_json(&e.listener.config.proto), LISTENER),
+            "listener": typed(to_json(&e.listener.config.proto.decode()), LISTENER),
             "last_updated": timestamp(e.last_updated),
         })
     };
@@ -344,7 +344,7 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
             );
         } else {
             static_listeners.push(serde_json::json!({
-                "listener": typed(to_json(&e.listener.config.proto), LISTENER),
+                "listener": typed(to_json(&e.listener.config.proto.decode()), LISTENER),
                 "last_updated": timestamp(e.last_updated),
             }));
         }
@@ -372,7 +372,7 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
         .map(|v| {
             serde_json::json!({
                 "version_info": v.version,
-                "route_config": typed(to_json(&v.proto), "envoy.config.route.v3.RouteConfiguration"),
+                "route_config": typed(to_json(&v.proto.decode()), "envoy.config.route.v3.RouteConfiguration"),
                 "last_updated": timestamp(v.last_updated),
             })
         })
@@ -385,11 +385,11 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
             .into_iter()
             .chain(server.clusters.warming())
             .filter_map(|c| c.assignment.load_full())
-            .filter(|a| seen.insert(a.proto.cluster_name.clone()))
+            .filter(|a| seen.insert(a.name.clone()))
             .map(|a| {
                 serde_json::json!({
                     "version_info": a.version,
-                    "endpoint_config": typed(to_json(&a.proto), "envoy.config.endpoint.v3.ClusterLoadAssignment"),
+                    "endpoint_config": typed(to_json(&a.proto.decode()), "envoy.config.endpoint.v3.ClusterLoadAssignment"),
                     "last_updated": timestamp(a.last_updated),
                 })
             })

@@ -160,7 +160,7 @@ pub struct Cluster {
     /// TCP keepalive (probes, time, interval).
     pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
     /// The original proto, for /config_dump.
-    pub proto: cluster::Cluster,
+    pub proto: super::common::Encoded<cluster::Cluster>,
 }
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -388,7 +388,7 @@ impl Cluster {
                 }
                 None => None,
             },
-            proto: c.clone(),
+            proto: super::common::Encoded::new(c),
         })
     }
 }

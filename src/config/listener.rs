@@ -117,7 +117,7 @@ pub struct Listener {
     /// listen() backlog.
     pub backlog: u32,
     /// The original proto, for /config_dump.
-    pub proto: listener::Listener,
+    pub proto: super::common::Encoded<listener::Listener>,
 }
 
 impl Listener {
@@ -243,7 +243,7 @@ impl Listener {
                 DrainType::Default
             },
             backlog: l.tcp_backlog_size.as_ref().map(|v| v.value).unwrap_or(1024),
-            proto: l.clone(),
+            proto: super::common::Encoded::new(l),
         })
     }
 }

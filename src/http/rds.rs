@@ -17,7 +17,7 @@ pub struct RdsVersion {
     /// The converted table.
     pub config: Arc<RouteConfig>,
     /// The resource as received, for /config_dump.
-    pub proto: RouteConfiguration,
+    pub proto: crate::config::common::Encoded<RouteConfiguration>,
     /// The version it came with.
     pub version: String,
     /// When it was accepted.

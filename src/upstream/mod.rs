@@ -91,7 +91,9 @@ pub struct Assignment {
     /// Overprovisioning factor (percent).
     pub overprovisioning_factor: u32,
     /// As received, for /config_dump.
-    pub proto: ClusterLoadAssignment,
+    pub proto: crate::config::common::Encoded<ClusterLoadAssignment>,
+    /// Its name.
+    pub name: String,
     /// The version it came with.
     pub version: String,
     /// When it was accepted.

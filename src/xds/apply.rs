@@ -15,6 +15,7 @@ use prost::Message;
 use super::ResourceType;
 use super::stats::SubscriptionStats;
 use crate::config::cluster::{Cluster, Discovery, load_assignment};
+use crate::config::common::Encoded;
 use crate::config::error::ConfigErrors;
 use crate::config::listener::Listener;
 use crate::config::route::RouteConfig;
@@ -142,7 +143,7 @@ pub fn apply(
 enum Decoded {
     Cluster(Arc<Cluster>),
     Listener(Arc<Listener>),
-    Route(Box<RouteConfiguration>, Arc<RouteConfig>),
+    Route(String, Encoded<RouteConfiguration>, Arc<RouteConfig>),
     Endpoint(Box<Assignment>),
 }
 
@@ -151,8 +152,8 @@ impl Decoded {
         match self {
             Self::Cluster(c) => &c.name,
             Self::Listener(l) => &l.name,
-            Self::Route(p, _) => &p.name,
-            Self::Endpoint(a) => &a.proto.cluster_name,
+            Self::Route(n, _, _) => n,
+            Self::Endpoint(a) => &a.name,
         }
     }
 }
@@ -198,6 +199,8 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             if let Some(e) = errs.keep(Cluster::from_proto(&c, "")) {
                 check_cluster(&e, &mut errs);
                 if errs.0.is_empty() {
+                    let mut e = e;
+                    e.proto = Encoded::from_bytes(any.value.clone());
                     return Ok(Decoded::Cluster(Arc::new(e)));
                 }
             }
@@ -212,6 +215,8 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             if let Some(c) = errs.keep(Listener::from_proto(&l, ""))
                 && errs.0.is_empty()
             {
+                let mut c = c;
+                c.proto = Encoded::from_bytes(any.value.clone());
                 return Ok(Decoded::Listener(Arc::new(c)));
             }
             Err(fail(&l.name, errors_text(errs)))
@@ -225,7 +230,11 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             if let Some(c) = errs.keep(RouteConfig::from_proto(&rc, ""))
                 && errs.0.is_empty()
             {
-                return Ok(Decoded::Route(Box::new(rc), Arc::new(c)));
+                return Ok(Decoded::Route(
+                    rc.name,
+                    Encoded::from_bytes(any.value.clone()),
+                    Arc::new(c),
+                ));
             }
             Err(fail(&rc.name, errors_text(errs)))
         }
@@ -242,7 +251,8 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             Ok(Decoded::Endpoint(Box::new(Assignment {
                 endpoints,
                 overprovisioning_factor,
-                proto: cla,
+                name: cla.cluster_name,
+                proto: Encoded::from_bytes(any.value.clone()),
                 version: String::new(),
                 last_updated: SystemTime::now(),
             })))
@@ -279,7 +289,7 @@ fn install_all(server: &Arc<Server>, valid: Vec<(Decoded, String)>, out: &mut Ou
                 a.version = version.clone();
                 let stats = SubscriptionStats::new(&server.stats, &format!("cluster.{name}."));
                 stats.update_attempt.inc();
-                if a.proto.endpoints.is_empty() {
+                if a.endpoints.is_empty() {
                     stats.update_empty.inc();
                 }
                 stats.accepted(&version);
@@ -295,7 +305,7 @@ fn install_all(server: &Arc<Server>, valid: Vec<(Decoded, String)>, out: &mut Ou
                     }
                 }
             }
-            Decoded::Route(proto, config) => {
+            Decoded::Route(_, proto, config) => {
                 let stats = server
                     .rds
                     .get(&name)
@@ -304,7 +314,7 @@ fn install_all(server: &Arc<Server>, valid: Vec<(Decoded, String)>, out: &mut Ou
                     &name,
                     RdsVersion {
                         config,
-                        proto: *proto,
+                        proto,
                         version: version.clone(),
                         last_updated: SystemTime::now(),
                     },
