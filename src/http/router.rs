@@ -178,7 +178,7 @@ async fn forward_to(
     };
     let started = Instant::now();
     let exchange = send(
-        &host,
+        host.pool(cluster),
         upstream_req,
         use_h2,
         f.upgrade,
@@ -323,7 +323,7 @@ impl Drop for StreamGuard {
 /// Sends one request over a pooled connection, waiting for response headers at most the
 /// route timeout and the stream idle timeout, whichever is shorter.
 async fn send(
-    host: &Arc<Host>,
+    pool: &Arc<crate::upstream::pool::Pool>,
     req: Request<UpstreamBody>,
     h2: bool,
     upgrade: bool,
@@ -332,18 +332,14 @@ async fn send(
 ) -> Result<(Response<Incoming>, Release), SendError> {
     let fut = async {
         if h2 {
-            let (mut sender, local) = host.pool.acquire_h2().await.map_err(SendError::Pool)?;
+            let (mut sender, local) = pool.acquire_h2().await.map_err(SendError::Pool)?;
             let mut resp = sender.send_request(req).await.map_err(SendError::Reset)?;
             if report_local {
                 resp.extensions_mut().insert(UpstreamLocal(local));
             }
             Ok((resp, None))
         } else {
-            let mut conn = host
-                .pool
-                .acquire_h1(upgrade)
-                .await
-                .map_err(SendError::Pool)?;
+            let mut conn = pool.acquire_h1(upgrade).await.map_err(SendError::Pool)?;
             let mut resp = conn
                 .sender
                 .send_request(req)
@@ -352,11 +348,11 @@ async fn send(
             if report_local {
                 resp.extensions_mut().insert(UpstreamLocal(conn.local));
             }
-            let host = host.clone();
+            let pool = pool.clone();
             let release: Release = if upgrade {
                 None
             } else {
-                Some(Box::new(move || host.pool.release_h1(conn)))
+                Some(Box::new(move || pool.release_h1(conn)))
             };
             Ok((resp, release))
         }

@@ -40,8 +40,23 @@ pub struct Host {
     pub healthy: bool,
     /// Requests in flight.
     pub active_requests: AtomicU64,
-    /// Its connection pool (kept across endpoint updates that change only weight or health).
-    pub pool: Arc<Pool>,
+    /// Its connection pool, made on first use (most endpoints of a large mesh never see a
+    /// request) and kept across endpoint updates that change only weight or health.
+    pool: std::sync::OnceLock<Arc<Pool>>,
+}
+
+impl Host {
+    /// Its connection pool, made on first use.
+    pub fn pool(&self, cluster: &ClusterRuntime) -> &Arc<Pool> {
+        self.pool.get_or_init(|| {
+            Arc::new(Pool::new(
+                cluster.config.clone(),
+                cluster.stats.clone(),
+                cluster.limits.clone(),
+                self.target.clone(),
+            ))
+        })
+    }
 }
 
 impl host_set::HostHealth for Host {
@@ -174,14 +189,9 @@ impl ClusterRuntime {
                     h.clone()
                 }
                 _ => Arc::new(Host {
-                    pool: match same {
-                        Some(h) => h.pool.clone(),
-                        None => Arc::new(Pool::new(
-                            self.config.clone(),
-                            self.stats.clone(),
-                            self.limits.clone(),
-                            spec.target.clone(),
-                        )),
+                    pool: match same.and_then(|h| h.pool.get()) {
+                        Some(p) => std::sync::OnceLock::from(p.clone()),
+                        None => std::sync::OnceLock::new(),
                     },
                     target: spec.target,
                     hostname: spec.hostname,
@@ -686,7 +696,8 @@ impl ClusterManagerInner {
     pub fn close_idle(&self) {
         for c in self.active.load().values() {
             for h in c.hosts.load().all() {
-                let closed = h.pool.close_idle();
+                let Some(pool) = h.pool.get() else { continue };
+                let closed = pool.close_idle();
                 if closed > 0 {
                     c.stats.upstream_cx_idle_timeout.add(closed as u64);
                 }
