@@ -427,8 +427,14 @@ async fn main() {
         (percentile(&mut v, 0.5), percentile(&mut v, 0.99), v.len())
     };
     let applied_after = eds_apply_time(admin, &target_name).await;
-    let apply_ms =
-        (applied_after.0 - applied_before.0) / (applied_after.1 - applied_before.1).max(1.0);
+    let apply_ms = if applied_after.1 > applied_before.1 {
+        format!(
+            "{:.3} ms",
+            (applied_after.0 - applied_before.0) / (applied_after.1 - applied_before.1)
+        )
+    } else {
+        "n/a".to_string()
+    };
     let _ = child.kill();
     let _ = child.wait();
 
@@ -454,7 +460,7 @@ async fn main() {
     );
     eds_times.sort();
     println!(
-        "  EDS update of one cluster (only it sent): applied in {apply_ms:.3} ms on average (pilotfish's update_duration); control plane set to ACK: median {:.2} ms, max {:.2} ms",
+        "  EDS update of one cluster (only it sent): applied in {apply_ms} on average (pilotfish's update_duration); control plane set to ACK: median {:.2} ms, max {:.2} ms",
         ms(eds_times[eds_times.len() / 2]),
         ms(eds_times[eds_times.len() - 1])
     );

@@ -321,3 +321,28 @@ impl FilterChain {
         })
     }
 }
+
+impl Listener {
+    /// The RDS sources its connection managers name, with the path of each.
+    pub fn rds_sources(&self) -> Vec<(String, &super::source::ConfigSource)> {
+        let mut out = Vec::new();
+        for (i, chain) in self
+            .filter_chains
+            .iter()
+            .chain(self.default_filter_chain.iter())
+            .enumerate()
+        {
+            for (j, f) in chain.filters.iter().enumerate() {
+                if let super::filters::NetworkFilter::HttpConnectionManager(h) = f
+                    && let super::hcm::Routes::Rds { source, .. } = &h.routes
+                {
+                    out.push((
+                        format!("filter_chains[{i}].filters[{j}].typed_config.rds.config_source"),
+                        source,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}

@@ -174,6 +174,16 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
             ));
         }
     }
+    for (i, l) in listeners.iter().enumerate() {
+        for (path, src) in l.rds_sources() {
+            if src.source != source::Source::Ads || dynamic.ads.is_none() {
+                errs.push(ConfigError::new(
+                    join(&index("static_resources", "listeners", i), &path),
+                    "RDS is served over ADS only (ads: {} with dynamic_resources.ads_config)",
+                ));
+            }
+        }
+    }
     for (i, c) in clusters.iter().enumerate() {
         if let Some(e) = &c.eds
             && e.source.source == source::Source::Ads

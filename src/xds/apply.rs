@@ -212,12 +212,19 @@ fn decode(ty: ResourceType, r: &Incoming) -> Result<Decoded, (String, String)> {
             check_name(&l.name)?;
             let mut errs = ConfigErrors::default();
             fields::check_message(&l, "", &mut errs);
-            if let Some(c) = errs.keep(Listener::from_proto(&l, ""))
-                && errs.0.is_empty()
-            {
-                let mut c = c;
-                c.proto = Encoded::from_bytes(any.value.clone());
-                return Ok(Decoded::Listener(Arc::new(c)));
+            if let Some(mut c) = errs.keep(Listener::from_proto(&l, "")) {
+                for (path, src) in c.rds_sources() {
+                    if src.source != Source::Ads {
+                        errs.push(ConfigError::new(
+                            path,
+                            "RDS is served over ADS only (ads: {})",
+                        ));
+                    }
+                }
+                if errs.0.is_empty() {
+                    c.proto = Encoded::from_bytes(any.value.clone());
+                    return Ok(Decoded::Listener(Arc::new(c)));
+                }
             }
             Err(fail(&l.name, errors_text(errs)))
         }

@@ -731,3 +731,52 @@ async fn per_type_api_config_sources_have_their_own_streams() {
             .any(|a| a.type_url == type_url::LISTENER && a.delta)
     );
 }
+
+#[test]
+fn sources_pilotfish_cannot_serve_are_refused_by_path() {
+    // RDS from its own stream, and EDS without ADS.
+    let yaml = r#"static_resources:
+  listeners:
+  - name: in
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: in
+          rds:
+            route_config_name: r
+            config_source: {api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: x}}]}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: e
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config: {eds_config: {ads: {}}}
+  - name: x
+    connect_timeout: 1s
+    load_assignment: {cluster_name: x}
+"#;
+    let (code, err) = validate(yaml);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("static_resources.listeners[0].filter_chains[0].filters[0].typed_config.rds.config_source")
+            && err.contains("RDS is served over ADS only"),
+        "{err}"
+    );
+    assert!(
+        err.contains("static_resources.clusters[0].eds_cluster_config.eds_config"),
+        "{err}"
+    );
+    // REST sources are refused by path.
+    let rest = "dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, cluster_names: [x]}}\nstatic_resources:\n  clusters:\n  - name: x\n    connect_timeout: 1s\n    load_assignment: {cluster_name: x}\n";
+    let (code, err) = validate(rest);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("dynamic_resources.cds_config.api_config_source.api_type"),
+        "{err}"
+    );
+}
