@@ -458,28 +458,9 @@ fn config_dump(server: &Server, mask: Option<String>, include_eds: bool) -> Resp
     )
 }
 
-/// A time as the proto3 JSON mapping writes a Timestamp (RFC 3339, UTC).
+/// A time as the proto3 JSON mapping writes a Timestamp (RFC 3339, UTC, milliseconds).
 fn timestamp(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    crate::access_log::format::rfc3339_millis(t)
 }
 
 fn with_type(mut v: serde_json::Value, name: &str) -> serde_json::Value {

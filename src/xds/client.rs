@@ -270,51 +270,50 @@ impl XdsStream {
         grpc.ready()
             .await
             .map_err(|e| format!("channel not ready: {e}"))?;
-        let path = http::uri::PathAndQuery::from_static(self.spec.path);
         if self.delta {
             let out = UnboundedReceiverStream::new(rx).filter_map_delta();
-            let codec =
-                tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaDiscoveryResponse>::default();
-            let mut inbound = grpc
-                .streaming(tonic::Request::new(out), path, codec)
+            self.pump(&mut grpc, out, &tx, &mut interest, failures, Self::on_delta)
                 .await
-                .map_err(|s| format!("stream refused: {s}"))?
-                .into_inner();
-            self.connected.set(1);
-            loop {
-                tokio::select! {
-                    m = inbound.message() => match m {
-                        Ok(Some(resp)) => {
-                            *failures = 0;
-                            self.on_delta(resp, &tx);
-                        }
-                        Ok(None) => return Err("the server closed the stream".into()),
-                        Err(s) => return Err(format!("stream failed: {s}")),
-                    },
-                    Ok(()) = interest.changed() => self.on_interest(&tx),
-                }
-            }
         } else {
             let out = UnboundedReceiverStream::new(rx).filter_map_sotw();
-            let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
-            let mut inbound = grpc
-                .streaming(tonic::Request::new(out), path, codec)
+            self.pump(&mut grpc, out, &tx, &mut interest, failures, Self::on_sotw)
                 .await
-                .map_err(|s| format!("stream refused: {s}"))?
-                .into_inner();
-            self.connected.set(1);
-            loop {
-                tokio::select! {
-                    m = inbound.message() => match m {
-                        Ok(Some(resp)) => {
-                            *failures = 0;
-                            self.on_sotw(resp, &tx);
-                        }
-                        Ok(None) => return Err("the server closed the stream".into()),
-                        Err(s) => return Err(format!("stream failed: {s}")),
-                    },
-                    Ok(()) = interest.changed() => self.on_interest(&tx),
-                }
+        }
+    }
+
+    /// Opens the stream and handles responses and interest changes until it ends.
+    async fn pump<Req, Resp>(
+        &mut self,
+        grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+        out: impl futures_util::Stream<Item = Req> + Send + 'static,
+        tx: &mpsc::UnboundedSender<Outbound>,
+        interest: &mut watch::Receiver<u64>,
+        failures: &mut u32,
+        handle: fn(&mut Self, Resp, &mpsc::UnboundedSender<Outbound>),
+    ) -> Result<(), String>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let path = http::uri::PathAndQuery::from_static(self.spec.path);
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        let mut inbound = grpc
+            .streaming(tonic::Request::new(out), path, codec)
+            .await
+            .map_err(|s| format!("stream refused: {s}"))?
+            .into_inner();
+        self.connected.set(1);
+        loop {
+            tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(resp)) => {
+                        *failures = 0;
+                        handle(self, resp, tx);
+                    }
+                    Ok(None) => return Err("the server closed the stream".into()),
+                    Err(s) => return Err(format!("stream failed: {s}")),
+                },
+                Ok(()) = interest.changed() => self.on_interest(tx),
             }
         }
     }
