@@ -11,10 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use pilotfish::xds::harness::{ControlPlane, from_yaml};
+use pilotfish::xds::harness::{
+    ControlPlane, from_yaml, load_assignment, rds_listener, weighted_route,
+};
 use pilotfish::xds::type_url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -141,53 +144,34 @@ fn assignment(
             })
             .collect(),
     };
-    let eps: String = addrs
-        .iter()
-        .map(|a| {
-            format!(
-                "  - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    from_yaml(&format!(
-        "cluster_name: outbound|80||svc{i}\nendpoints:\n- locality: {{region: r, zone: z}}\n  lb_endpoints:\n{eps}"
-    ))
-    .unwrap()
+    let mut cla = load_assignment(&format!("outbound|80||svc{i}"), &addrs);
+    cla.endpoints[0].locality = Some(Locality {
+        region: "r".into(),
+        zone: "z".into(),
+        ..Default::default()
+    });
+    cla
 }
 
 fn listener(i: usize, bind: bool) -> Listener {
-    let (addr, port) = if bind {
-        ("127.0.0.1".to_string(), 0)
-    } else {
+    let mut l = rds_listener(&format!("l{i}"), &format!("l{i}"), &format!("r{i}"));
+    if !bind {
         // Not bound (as Istio's per-service outbound listeners): the address is only a name.
-        (format!("127.2.{}.{}", i / 250, i % 250), 80)
-    };
-    from_yaml(&format!(
-        r#"name: l{i}
-address: {{socket_address: {{address: {addr}, port_value: {port}}}}}
-bind_to_port: {bind}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: l{i}
-      rds: {{route_config_name: r{i}, config_source: {{ads: {{}}, resource_api_version: V3}}}}
-      http_filters:
-      - name: envoy.filters.http.router
-        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#
-    ))
-    .unwrap()
+        l.address = Some(
+            from_yaml(&format!(
+                "socket_address: {{address: 127.2.{}.{}, port_value: 80}}",
+                i / 250,
+                i % 250
+            ))
+            .unwrap(),
+        );
+        l.bind_to_port = Some(envoy_types::pb::google::protobuf::BoolValue { value: false });
+    }
+    l
 }
 
 fn route(i: usize) -> RouteConfiguration {
-    from_yaml(&format!(
-        "name: r{i}\nvirtual_hosts:\n- name: svc{i}\n  domains: [\"*\"]\n  routes:\n  - match: {{prefix: /}}\n    route: {{cluster: \"outbound|80||svc{i}\"}}\n"
-    ))
-    .unwrap()
+    weighted_route(&format!("r{i}"), &[(&format!("outbound|80||svc{i}"), 1)])
 }
 
 /// Istio's default `stats_matcher` (its sidecar bootstrap keeps only these stats).

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use pilotfish::xds::harness::{ControlPlane, from_yaml};
+use pilotfish::xds::harness::{
+    ControlPlane, eds_cluster, from_yaml, load_assignment, rds_listener, weighted_route,
+};
 use pilotfish::xds::type_url;
 
 use crate::support::*;
@@ -39,76 +39,46 @@ static_resources:
     )
 }
 
-/// An EDS cluster.
-pub fn eds_cluster(name: &str) -> Cluster {
-    from_yaml(&format!(
-        "name: {name}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}"
-    ))
-    .unwrap()
-}
-
-/// A load assignment of `name` with `hosts` (weight 1 each).
-pub fn endpoints(name: &str, hosts: &[SocketAddr]) -> ClusterLoadAssignment {
-    let eps: String = hosts
-        .iter()
-        .map(|a| {
-            format!(
-                "  - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    from_yaml(&format!(
-        "cluster_name: {name}\nendpoints:\n- lb_endpoints:\n{eps}"
-    ))
-    .unwrap()
-}
-
-/// An HTTP listener on 127.0.0.1:0 reading route configuration `route` by RDS.
-pub fn rds_listener(name: &str, route: &str) -> Listener {
-    from_yaml(&format!(
-        r#"name: {name}
-address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: {name}
-      rds: {{route_config_name: {route}, config_source: {{ads: {{}}, resource_api_version: V3}}}}
-      http_filters:
-      - name: envoy.filters.http.router
-        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#
-    ))
-    .unwrap()
-}
-
-/// A route configuration sending every request to `clusters` with the given weights.
-pub fn weighted_route(name: &str, clusters: &[(&str, u32)]) -> RouteConfiguration {
-    let action = if clusters.len() == 1 {
-        format!("{{cluster: {}}}", clusters[0].0)
-    } else {
-        let w: Vec<String> = clusters
-            .iter()
-            .map(|(c, w)| format!("{{name: {c}, weight: {w}}}"))
-            .collect();
-        format!("{{weighted_clusters: {{clusters: [{}]}}}}", w.join(", "))
-    };
-    from_yaml(&format!(
-        "name: {name}\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n  - match: {{prefix: /}}\n    route: {action}\n"
-    ))
-    .unwrap()
-}
-
 /// Sets a whole config: clusters `a` and `b` (EDS) with their endpoints, listener `in`, and
-/// route `r` sending everything to `route_to`.
+/// route `r` sending everything to `a`.
 async fn initial_config(cp: &ControlPlane, a: SocketAddr, b: SocketAddr) {
     cp.set("1", &[eds_cluster("a"), eds_cluster("b")]);
-    cp.set("1", &[endpoints("a", &[a]), endpoints("b", &[b])]);
-    cp.set("1", &[rds_listener("in", "r")]);
+    cp.set(
+        "1",
+        &[load_assignment("a", &[a]), load_assignment("b", &[b])],
+    );
+    cp.set("1", &[rds_listener("in", "in", "r")]);
     cp.set("1", &[weighted_route("r", &[("a", 1)])]);
+}
+
+/// A live proxy programmed over ADS (`api_type`) with `initial_config`, its control plane and
+/// its upstreams.
+struct Served {
+    cp: ControlPlane,
+    cp_addr: SocketAddr,
+    proxy: Proxy,
+    /// Listener `in`.
+    listener: SocketAddr,
+    /// The echo upstreams of clusters `a` and `b`.
+    a: SocketAddr,
+    b: SocketAddr,
+}
+
+async fn served(api_type: &str, args: &[&str]) -> Served {
+    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
+    let (cp, cp_addr) = control_plane().await;
+    initial_config(&cp, a, b).await;
+    let proxy = Proxy::start_with(&ads_bootstrap(cp_addr, api_type, ""), args);
+    proxy.wait_live().await;
+    let listener = proxy.listener("in").await;
+    Served {
+        cp,
+        cp_addr,
+        proxy,
+        listener,
+        a,
+        b,
+    }
 }
 
 async fn upstream_of(addr: SocketAddr) -> String {
@@ -119,10 +89,12 @@ async fn upstream_of(addr: SocketAddr) -> String {
 }
 
 async fn initial_config_is_served(api_type: &str) {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, api_type, ""));
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        ..
+    } = served(api_type, &[]).await;
     for t in [
         type_url::CLUSTER,
         type_url::ENDPOINT,
@@ -131,8 +103,6 @@ async fn initial_config_is_served(api_type: &str) {
     ] {
         cp.wait_ack(t, "1").await;
     }
-    p.wait_live().await;
-    let l = p.listener("in").await;
     assert_eq!(upstream_of(l).await, "a");
     assert_eq!(p.stat("cluster_manager.cds.update_success").await, 1);
     assert_eq!(p.stat("listener_manager.lds.update_success").await, 1);
@@ -176,12 +146,12 @@ async fn delta_initial_config_is_served() {
 }
 
 async fn canary_shift(api_type: &str) {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, api_type, ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        ..
+    } = served(api_type, &[]).await;
     let count = |n: usize| async move {
         let mut seen = std::collections::HashMap::new();
         for _ in 0..n {
@@ -217,12 +187,12 @@ async fn delta_canary_weight_shift() {
 
 #[tokio::test]
 async fn route_change_under_load_fails_no_request() {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "DELTA_GRPC", ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: _p,
+        listener: l,
+        ..
+    } = served("DELTA_GRPC", &[]).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for _ in 0..4 {
@@ -258,18 +228,20 @@ async fn route_change_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn endpoints_added_and_removed() {
-    let (a1, a2, b) = (
-        echo_upstream("a1").await,
-        echo_upstream("a2").await,
-        echo_upstream("b").await,
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        a,
+        b,
+        ..
+    } = served("GRPC", &[]).await;
+    let a2 = echo_upstream("a2").await;
+    assert_eq!(upstream_of(l).await, "a");
+    cp.set(
+        "2",
+        &[load_assignment("a", &[a, a2]), load_assignment("b", &[b])],
     );
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a1, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
-    assert_eq!(upstream_of(l).await, "a1");
-    cp.set("2", &[endpoints("a", &[a1, a2]), endpoints("b", &[b])]);
     cp.wait_ack(type_url::ENDPOINT, "2").await;
     assert_eq!(p.stat("cluster.a.membership_total").await, 2);
     let mut seen = std::collections::HashSet::new();
@@ -277,7 +249,10 @@ async fn endpoints_added_and_removed() {
         seen.insert(upstream_of(l).await);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
-    cp.set("3", &[endpoints("a", &[a2]), endpoints("b", &[b])]);
+    cp.set(
+        "3",
+        &[load_assignment("a", &[a2]), load_assignment("b", &[b])],
+    );
     cp.wait_ack(type_url::ENDPOINT, "3").await;
     for _ in 0..10 {
         assert_eq!(upstream_of(l).await, "a2");
@@ -288,36 +263,18 @@ async fn endpoints_added_and_removed() {
 
 #[tokio::test]
 async fn listener_replaced_while_long_requests_are_in_flight() {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start_with(
-        &ads_bootstrap(cp_addr, "GRPC", ""),
-        &["--drain-strategy", "immediate"],
-    );
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        ..
+    } = served("GRPC", &["--drain-strategy", "immediate"]).await;
     let long: Vec<_> = (0..3)
         .map(|_| tokio::spawn(async move { get(l, "/sleep/1500").await }))
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // The same listener with another stat prefix: a new version that replaces the old one.
-    let replaced: Listener = from_yaml(
-        r#"name: in
-address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: in_v2
-      rds: {route_config_name: r, config_source: {ads: {}, resource_api_version: V3}}
-      http_filters:
-      - name: envoy.filters.http.router
-        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-"#,
-    )
-    .unwrap();
+    let replaced = rds_listener("in", "in_v2", "r");
     cp.set("2", &[replaced]);
     cp.wait_ack(type_url::LISTENER, "2").await;
     p.wait_stat("listener_manager.listener_modified", 1).await;
@@ -338,16 +295,15 @@ filter_chains:
 
 #[tokio::test]
 async fn a_bad_resource_is_nacked_while_the_rest_apply() {
-    let (a, b, c) = (
-        echo_upstream("a").await,
-        echo_upstream("b").await,
-        echo_upstream("c").await,
-    );
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        a,
+        b,
+        ..
+    } = served("GRPC", &[]).await;
+    let c = echo_upstream("c").await;
     let bad: Cluster =
         from_yaml("name: bad\ntype: EDS\nconnect_timeout: 1s\nlb_policy: MAGLEV\neds_cluster_config: {eds_config: {ads: {}}}").unwrap();
     cp.set(
@@ -357,9 +313,9 @@ async fn a_bad_resource_is_nacked_while_the_rest_apply() {
     cp.set(
         "2",
         &[
-            endpoints("a", &[a]),
-            endpoints("b", &[b]),
-            endpoints("c", &[c]),
+            load_assignment("a", &[a]),
+            load_assignment("b", &[b]),
+            load_assignment("c", &[c]),
         ],
     );
     let err = cp
@@ -390,12 +346,13 @@ async fn a_bad_resource_is_nacked_while_the_rest_apply() {
 }
 
 async fn control_plane_away_and_back(api_type: &str) {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, api_type, ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        cp_addr,
+        ..
+    } = served(api_type, &[]).await;
     cp.stop();
     p.wait_stat("control_plane.connected_state", 0).await;
     for _ in 0..5 {
@@ -423,15 +380,14 @@ async fn delta_control_plane_away_and_back() {
 
 #[tokio::test]
 async fn config_dump_shows_dynamic_and_warming_resources() {
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
-    p.wait_live().await;
+    let Served { cp, proxy: p, .. } = served("GRPC", &[]).await;
     // A listener whose route configuration never comes stays warming.
     cp.set(
         "2",
-        &[rds_listener("in", "r"), rds_listener("w", "missing")],
+        &[
+            rds_listener("in", "in", "r"),
+            rds_listener("w", "w", "missing"),
+        ],
     );
     cp.wait_ack(type_url::LISTENER, "2").await;
     p.wait_stat("listener_manager.total_listeners_warming", 1)
@@ -483,17 +439,17 @@ async fn config_dump_shows_dynamic_and_warming_resources() {
 #[tokio::test]
 async fn malformed_resources_are_nacked_and_the_last_good_config_serves() {
     use envoy_types::pb::google::protobuf::Any;
-    let (a, b) = (echo_upstream("a").await, echo_upstream("b").await);
-    let (cp, cp_addr) = control_plane().await;
-    initial_config(&cp, a, b).await;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "GRPC", ""));
-    p.wait_live().await;
-    let l = p.listener("in").await;
+    let Served {
+        cp,
+        proxy: p,
+        listener: l,
+        ..
+    } = served("GRPC", &[]).await;
     let garbage = Any {
         type_url: type_url::CLUSTER.into(),
         value: vec![0xff, 0xff, 0xff],
     };
-    let wrong_type = pilotfish::xds::harness::any(&rds_listener("x", "r"));
+    let wrong_type = pilotfish::xds::harness::any(&rds_listener("x", "x", "r"));
     cp.set_any(
         type_url::CLUSTER,
         "2",
