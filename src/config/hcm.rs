@@ -58,7 +58,7 @@ pub struct HcmConfig {
     /// The router filter's options.
     pub router: filters::RouterConfig,
     /// `server` response header value (default "envoy").
-    pub server_name: String,
+    pub server_name: http::HeaderValue,
     /// What to do with the upstream's server header.
     pub server_header: ServerHeader,
     /// Max request header size.
@@ -301,9 +301,11 @@ impl HcmConfig {
             http_filters,
             router,
             server_name: if h.server_name.is_empty() {
-                "envoy".into()
+                http::HeaderValue::from_static("envoy")
             } else {
-                h.server_name.clone()
+                http::HeaderValue::from_str(&h.server_name).map_err(|_| {
+                    ConfigError::new(join(path, "server_name"), "is not a valid header value")
+                })?
             },
             server_header,
             max_request_headers_kb: max_kb,

@@ -1,6 +1,7 @@
 //! The HTTP connection manager: serves one downstream connection with hyper (HTTP/1.1, h2c
 //! with prior knowledge, upgrades), routes each request and hands it to the router.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -311,15 +312,11 @@ impl HttpConnectionManager {
         let headers = resp.headers_mut();
         match cfg.server_header {
             ServerHeader::Overwrite => {
-                if let Ok(v) = HeaderValue::from_str(&cfg.server_name) {
-                    headers.insert(http::header::SERVER, v);
-                }
+                headers.insert(http::header::SERVER, cfg.server_name.clone());
             }
             ServerHeader::AppendIfAbsent => {
-                if !headers.contains_key(http::header::SERVER)
-                    && let Ok(v) = HeaderValue::from_str(&cfg.server_name)
-                {
-                    headers.insert(http::header::SERVER, v);
+                if !headers.contains_key(http::header::SERVER) {
+                    headers.insert(http::header::SERVER, cfg.server_name.clone());
                 }
             }
             ServerHeader::PassThrough => {}
@@ -343,7 +340,7 @@ impl HttpConnectionManager {
     fn sanitize(
         &self,
         req: &mut Request<Incoming>,
-        path: &mut String,
+        path: &mut Cow<'_, str>,
         grpc: bool,
     ) -> Option<Response<Body>> {
         let cfg = &self.config;
@@ -397,7 +394,7 @@ impl HttpConnectionManager {
                         ));
                     }
                 }
-                *path = normalized;
+                *path = Cow::Owned(normalized);
             }
         }
         if let Some(via) = &cfg.via {
@@ -427,26 +424,24 @@ impl HttpConnectionManager {
                 req.headers_mut().remove(h);
             }
         }
-        let authority = super::authority(req.headers(), req.uri());
-        let mut path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        let authority_value = super::authority(req.headers(), req.uri());
+        let authority = authority_value.to_str().unwrap_or_default();
+        let path_and_query = req.uri().path_and_query().cloned();
+        let mut path = Cow::Borrowed(path_and_query.as_ref().map_or("/", |p| p.as_str()));
         if let Some(reply) = self.sanitize(&mut req, &mut path, grpc) {
             return reply;
         }
-        let method = req.method().as_str().to_string();
+        let method = req.method().clone();
         let upgrade_type = upgrade_type(&req);
         let version = req.version();
         let facts = RequestFacts {
             path: &path,
             headers: req.headers(),
-            method: &method,
-            authority: &authority,
+            method: method.as_str(),
+            authority,
             scheme: "http",
         };
-        let Some(vh) = find_virtual_host(&rc, &authority) else {
+        let Some(vh) = find_virtual_host(&rc, authority) else {
             stats.no_route.inc();
             return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
         };
@@ -483,7 +478,7 @@ impl HttpConnectionManager {
             }
             Action::Redirect(rd) => {
                 stats.rq_redirect.inc();
-                let mut r = redirect(rd, &authority, &path, &route.matcher.path);
+                let mut r = redirect(rd, authority, &path, &route.matcher.path);
                 r.extensions_mut().insert(Details("direct_response"));
                 r
             }

@@ -13,6 +13,8 @@ static XRID: HeaderName = HeaderName::from_static("x-request-id");
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static XEI: HeaderName = HeaderName::from_static("x-envoy-internal");
 static XEEA: HeaderName = HeaderName::from_static("x-envoy-external-address");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// What header processing decided about the request.
 #[derive(Debug, Clone)]
@@ -78,34 +80,69 @@ pub fn mutate_request(
             headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
         }
     }
+    let present = Present::scan(headers);
     if internal {
         headers.insert(XEI.clone(), HeaderValue::from_static("true"));
     } else {
-        headers.remove(&XEI);
-        if cfg.use_remote_address {
+        if present.xei {
+            headers.remove(&XEI);
+        }
+        if cfg.use_remote_address && present.envoy {
             sanitize_envoy_headers(headers);
         }
     }
     // Plaintext connections carry no client certificate: FORWARD_ONLY, APPEND_FORWARD and
     // ALWAYS_FORWARD_ONLY pass the header through unchanged; SANITIZE and SANITIZE_SET remove it.
-    if cfg.forward_client_cert == ForwardClientCert::Sanitize {
+    if cfg.forward_client_cert == ForwardClientCert::Sanitize && present.xfcc {
         headers.remove(&XFCC);
     }
-    let keep_id = headers.contains_key(&XRID)
-        && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);
+    let keep_id =
+        present.xrid && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);
     if cfg.generate_request_id && !keep_id {
         // A version-4 UUID from the thread's fast generator: request ids need uniqueness, not
         // unpredictability, and a getrandom call per request is measurable.
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
             .into_uuid()
-            .to_string();
-        if let Ok(v) = HeaderValue::from_str(&id) {
+            .hyphenated()
+            .encode_lower(&mut buf)
+            .as_bytes();
+        if let Ok(v) = HeaderValue::from_bytes(id) {
             headers.insert(XRID.clone(), v);
         }
     }
     Decision {
         internal,
         request_id: headers.get(&XRID).cloned(),
+    }
+}
+
+/// Which of the headers `mutate_request` may remove are present, from one pass over the names
+/// (cheaper than a lookup per name for the few headers a request carries).
+#[derive(Debug, Default)]
+struct Present {
+    xei: bool,
+    xfcc: bool,
+    xrid: bool,
+    /// Any x-envoy-* header.
+    envoy: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut p = Present::default();
+        for k in headers.keys() {
+            let k = k.as_str();
+            if k.starts_with("x-envoy-") {
+                p.envoy = true;
+                p.xei |= k == XEI.as_str();
+            } else if k == XFCC.as_str() {
+                p.xfcc = true;
+            } else if k == XRID.as_str() {
+                p.xrid = true;
+            }
+        }
+        p
     }
 }
 
@@ -149,8 +186,25 @@ fn sanitize_envoy_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Hop-by-hop headers never forwarded.
+/// Whether `name` is one of the hop-by-hop headers `strip_hop_by_hop` looks at.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// Hop-by-hop headers never forwarded: those `connection` names, keep-alive,
+/// proxy-connection, transfer-encoding, connection and upgrade (both kept for an upgrade),
+/// and te unless it is `trailers`. One pass over the names decides whether there is anything
+/// to do, as most requests and responses carry none of them.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers
         .get(http::header::CONNECTION)
         .and_then(|v| v.to_str().ok())
@@ -166,9 +220,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for h in ["keep-alive", "proxy-connection", "transfer-encoding"] {
-        headers.remove(h);
-    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(http::header::TRANSFER_ENCODING);
     if !keep_upgrade {
         headers.remove(http::header::CONNECTION);
         headers.remove(http::header::UPGRADE);

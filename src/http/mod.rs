@@ -23,14 +23,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type served downstream.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// The request's authority: the Host header (HTTP/1.1) or the URI's authority (HTTP/2).
-pub fn authority(headers: &http::HeaderMap, uri: &http::Uri) -> String {
-    headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default()
+/// The request's authority: the Host header (HTTP/1.1) or the URI's authority (HTTP/2), as a
+/// header value (a reference-counted clone of the request's bytes for HTTP/1.1), or empty.
+pub fn authority(headers: &http::HeaderMap, uri: &http::Uri) -> http::HeaderValue {
+    if let Some(h) = headers.get(http::header::HOST)
+        && h.to_str().is_ok()
+    {
+        return h.clone();
+    }
+    uri.authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        .unwrap_or_else(|| http::HeaderValue::from_static(""))
 }
 
 /// An empty body.

@@ -139,28 +139,30 @@ async fn forward_to(
     } && !f.upgrade;
     let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let authority = super::authority(&parts.headers, &parts.uri);
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     if use_h2 {
+        let authority = super::authority(&parts.headers, &parts.uri);
         parts.version = Version::HTTP_2;
         parts.uri = Uri::builder()
             .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path.as_str())
+            .authority(authority.as_bytes())
+            .path_and_query(path)
             .build()
             .unwrap_or_default();
         parts.headers.remove(http::header::HOST);
     } else {
         parts.version = Version::HTTP_11;
-        parts.uri = path.parse().unwrap_or_default();
-        if !parts.headers.contains_key(http::header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&authority)
-        {
-            parts.headers.insert(http::header::HOST, v);
+        if !parts.headers.contains_key(http::header::HOST) {
+            let authority = super::authority(&parts.headers, &parts.uri);
+            parts.headers.insert(http::header::HOST, authority);
+        }
+        // Origin form upstream: the path and query only.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = Uri::from(path);
         }
     }
     let request_done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&body)));
@@ -208,11 +210,11 @@ async fn forward_to(
             stats.upstream_rq_time.record(elapsed_ms);
             stats.response_code(resp.status().as_u16());
             stats.upstream_rq_completed.inc();
-            if f.envoy_headers
-                && let Ok(v) = HeaderValue::from_str(&format!("{}", elapsed_ms as u64))
-            {
-                resp.headers_mut()
-                    .insert("x-envoy-upstream-service-time", v);
+            if f.envoy_headers {
+                resp.headers_mut().insert(
+                    "x-envoy-upstream-service-time",
+                    HeaderValue::from(elapsed_ms as u64),
+                );
             }
             if let Some(down) = on_upgrade
                 && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
@@ -235,7 +237,8 @@ async fn forward_to(
                 inner: body,
                 release,
                 guard: Some(guard),
-                idle: f.idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+                idle: f.idle_timeout,
+                idle_timer: None,
             };
             body.finish_if_ended();
             Response::from_parts(parts, body.boxed())
@@ -422,7 +425,10 @@ pin_project_lite::pin_project! {
         inner: Incoming,
         release: Release,
         guard: Option<StreamGuard>,
-        idle: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+        idle: Option<Duration>,
+        // Made when the body first waits for data: a response that arrives whole (most
+        // small ones) never registers a timer.
+        idle_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -455,17 +461,20 @@ impl hyper::body::Body for StreamBody {
         let r = this.inner.as_mut().poll_frame(cx);
         match &r {
             Poll::Pending => {
-                if let Some((_, sleep)) = this.idle.as_mut()
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
-                    this.guard.take();
-                    return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+                if let Some(d) = *this.idle {
+                    let sleep = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        this.guard.take();
+                        return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+                    }
                 }
                 return Poll::Pending;
             }
             Poll::Ready(Some(Ok(_))) => {
-                if let Some((d, sleep)) = this.idle.as_mut() {
-                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                if let (Some(d), Some(sleep)) = (*this.idle, this.idle_timer.as_mut()) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + d);
                 }
             }
             _ => {}

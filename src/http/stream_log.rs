@@ -55,7 +55,10 @@ impl PendingLog {
     ) -> Self {
         let received = BytesReceived::default();
         req.extensions_mut().insert(received.clone());
-        let authority = super::authority(req.headers(), req.uri());
+        let authority = super::authority(req.headers(), req.uri())
+            .to_str()
+            .unwrap_or_default()
+            .to_string();
         let info = StreamInfo {
             start: Some(SystemTime::now()),
             request: Some(RequestInfo {
