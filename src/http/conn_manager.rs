@@ -24,6 +24,11 @@ use crate::config::route::{Action, RequireTls, RouteConfig};
 use crate::listener::drain::DrainWatch;
 use crate::server::Server;
 
+static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
 /// Active streams and the time the connection last went idle, for the idle timeout.
 #[derive(Debug)]
 struct Activity {
@@ -534,7 +539,7 @@ impl HttpConnectionManager {
                 }
                 if vh.include_attempt_count_in_response {
                     resp.headers_mut()
-                        .insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+                        .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
                 }
                 resp
             }
@@ -548,7 +553,7 @@ impl HttpConnectionManager {
         if cfg.always_set_request_id_in_response
             && let Some(id) = decision.request_id
         {
-            resp.headers_mut().insert("x-request-id", id);
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
         resp
     }
@@ -557,8 +562,11 @@ impl HttpConnectionManager {
 /// Whether `require_tls` sends this request to https: the request counts as TLS when
 /// x-forwarded-proto (set or trusted by the connection manager) says https.
 fn requires_tls_redirect(require: RequireTls, internal: bool, headers: &http::HeaderMap) -> bool {
+    if require == RequireTls::None {
+        return false;
+    }
     let tls = headers
-        .get("x-forwarded-proto")
+        .get(&X_FORWARDED_PROTO)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     match require {
         RequireTls::None => false,

@@ -186,52 +186,63 @@ fn sanitize_envoy_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `name` is one of the hop-by-hop headers `strip_hop_by_hop` looks at.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    name == CONNECTION
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name == TE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
 /// Hop-by-hop headers never forwarded: those `connection` names, keep-alive,
 /// proxy-connection, transfer-encoding, connection and upgrade (both kept for an upgrade),
-/// and te unless it is `trailers`. One pass over the names decides whether there is anything
-/// to do, as most requests and responses carry none of them.
+/// and te unless it is `trailers`. One pass over the names finds which are present, as most
+/// messages carry none or only `connection: keep-alive`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    let (mut connection, mut others, mut te) = (false, false, false);
+    for name in headers.keys() {
+        if name == CONNECTION {
+            connection = true;
+        } else if name == TE {
+            te = true;
+        } else if name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+        {
+            others = true;
+        }
     }
-    if let Some(conn) = headers
-        .get(http::header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    if connection {
+        // Names listed in `connection` (other than its own options) are hop-by-hop too.
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| {
+                let own_option = t.is_empty()
+                    || t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade"));
+                !own_option
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in listed {
+            headers.remove(&name);
+        }
+        if !keep_upgrade {
+            headers.remove(CONNECTION);
+        }
+    }
+    if others {
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(&PROXY_CONNECTION);
+        headers.remove(TRANSFER_ENCODING);
+        if !keep_upgrade {
+            headers.remove(UPGRADE);
+        }
+    }
+    if te
+        && headers
+            .get(TE)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
-        for name in conn.split(',').map(str::trim) {
-            let lname = name.to_ascii_lowercase();
-            if keep_upgrade && lname == "upgrade" {
-                continue;
-            }
-            if !lname.is_empty() && lname != "close" && lname != "keep-alive" {
-                headers.remove(lname.as_str());
-            }
-        }
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(http::header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        headers.remove(http::header::CONNECTION);
-        headers.remove(http::header::UPGRADE);
-    }
-    if let Some(te) = headers.get(http::header::TE) {
-        if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            return;
-        }
-        headers.remove(http::header::TE);
+        headers.remove(TE);
     }
 }
 

@@ -1,11 +1,14 @@
 //! What a matched route does to a request before it is forwarded (header mutations, path and
 //! host rewrites) and the redirects it answers with.
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::Body;
 use crate::config::route::{Redirect, RedirectPath};
+
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
 /// Applies request header mutations of every level, most specific last unless the route
 /// configuration says most specific wins.
@@ -50,9 +53,12 @@ pub fn rewrite(
         && let Ok(v) = HeaderValue::from_str(&h)
     {
         if let Some(orig) = req.headers().get(http::header::HOST).cloned() {
-            req.headers_mut().insert("x-forwarded-host", orig);
+            req.headers_mut().insert(X_FORWARDED_HOST.clone(), orig);
         }
         req.headers_mut().insert(http::header::HOST, v);
+    }
+    if action.prefix_rewrite.is_none() && action.regex_rewrite.is_none() {
+        return;
     }
     let pq = req
         .uri()
@@ -85,7 +91,7 @@ pub fn rewrite(
     };
     if let Some(np) = new_path {
         if let Ok(v) = HeaderValue::from_str(&path) {
-            req.headers_mut().insert("x-envoy-original-path", v);
+            req.headers_mut().insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
         }
         let mut parts = req.uri().clone().into_parts();
         if let Ok(pq) = format!("{np}{query}").parse() {

@@ -15,8 +15,16 @@ use super::stream_log::{BytesReceived, UpstreamInfo};
 use super::{Body, BoxError};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterSpecifier, HostRewrite, RouteAction, WeightedCluster};
+use crate::upstream::http1;
 use crate::upstream::pool::{PoolError, UpstreamBody};
 use crate::upstream::{ClusterManager, ClusterRuntime, Host, RequestGuard};
+
+static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// What the router needs besides the request.
 pub struct Forward<'a> {
@@ -121,14 +129,14 @@ async fn forward_to(
     }
     if f.attempt_count {
         req.headers_mut()
-            .insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+            .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
     }
     // Tells the upstream how long the router waits for it, as Envoy's router does.
     if f.envoy_headers
         && let Some(t) = f.action.timeout
     {
         req.headers_mut().insert(
-            "x-envoy-expected-rq-timeout-ms",
+            X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
             HeaderValue::from(t.as_millis() as u64),
         );
     }
@@ -206,13 +214,13 @@ async fn forward_to(
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok((mut resp, release)) => {
+        Ok(mut resp) => {
             stats.upstream_rq_time.record(elapsed_ms);
             stats.response_code(resp.status().as_u16());
             stats.upstream_rq_completed.inc();
             if f.envoy_headers {
                 resp.headers_mut().insert(
-                    "x-envoy-upstream-service-time",
+                    X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
                     HeaderValue::from(elapsed_ms as u64),
                 );
             }
@@ -235,7 +243,6 @@ async fn forward_to(
             super::headers::strip_hop_by_hop(&mut parts.headers, false);
             let mut body = StreamBody {
                 inner: body,
-                release,
                 guard: Some(guard),
                 idle: f.idle_timeout,
                 idle_timer: None,
@@ -305,10 +312,8 @@ enum SendError {
     Idle,
     RequestTimeout,
     Pool(PoolError),
-    Reset(hyper::Error),
+    Reset(BoxError),
 }
-
-type Release = Option<Box<dyn FnOnce() + Send + Sync>>;
 
 /// Holds the request's circuit-breaker slot and the host's active-request count until the
 /// response stream ends.
@@ -332,33 +337,35 @@ async fn send(
     upgrade: bool,
     (timeout, idle): (Option<Duration>, Option<Duration>),
     report_local: bool,
-) -> Result<(Response<Incoming>, Release), SendError> {
+) -> Result<Response<UpstreamResponse>, SendError> {
     let fut = async {
-        if h2 {
+        let (mut resp, local) = if h2 {
             let (mut sender, local) = pool.acquire_h2().await.map_err(SendError::Pool)?;
-            let mut resp = sender.send_request(req).await.map_err(SendError::Reset)?;
-            if report_local {
-                resp.extensions_mut().insert(UpstreamLocal(local));
-            }
-            Ok((resp, None))
-        } else {
-            let mut conn = pool.acquire_h1(upgrade).await.map_err(SendError::Pool)?;
-            let mut resp = conn
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| SendError::Reset(e.into()))?;
+            (resp.map(UpstreamResponse::Hyper), local)
+        } else if upgrade {
+            let mut conn = pool.acquire_upgradable().await.map_err(SendError::Pool)?;
+            let resp = conn
                 .sender
                 .send_request(req)
                 .await
-                .map_err(SendError::Reset)?;
-            if report_local {
-                resp.extensions_mut().insert(UpstreamLocal(conn.local));
-            }
-            let pool = pool.clone();
-            let release: Release = if upgrade {
-                None
-            } else {
-                Some(Box::new(move || pool.release_h1(conn)))
-            };
-            Ok((resp, release))
+                .map_err(|e| SendError::Reset(e.into()))?;
+            (resp.map(UpstreamResponse::Hyper), conn.local)
+        } else {
+            let conn = pool.acquire_h1().await.map_err(SendError::Pool)?;
+            let local = conn.local;
+            let resp = http1::send(conn, pool.clone(), req)
+                .await
+                .map_err(|e| SendError::Reset(e.into()))?;
+            (resp.map(UpstreamResponse::Http1), local)
+        };
+        if report_local {
+            resp.extensions_mut().insert(UpstreamLocal(local));
         }
+        Ok(resp)
     };
     let (limit, err) = match (timeout, idle) {
         (Some(t), Some(i)) if i < t => (Some(i), SendError::Idle),
@@ -369,6 +376,46 @@ async fn send(
     match limit {
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or(Err(err)),
         None => fut.await,
+    }
+}
+
+/// An upstream response body: from hyper (HTTP/2, upgrades) or from an inline HTTP/1.1
+/// exchange. The larger variant is not boxed: the whole body is boxed once on its way
+/// downstream, and a second box would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum UpstreamResponse {
+    Hyper(Incoming),
+    Http1(http1::ResponseBody),
+}
+
+impl hyper::body::Body for UpstreamResponse {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamResponse::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            UpstreamResponse::Http1(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamResponse::Hyper(b) => b.is_end_stream(),
+            UpstreamResponse::Http1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamResponse::Hyper(b) => b.size_hint(),
+            UpstreamResponse::Http1(b) => b.size_hint(),
+        }
     }
 }
 
@@ -416,14 +463,11 @@ impl hyper::body::Body for RequestBody {
 }
 
 pin_project_lite::pin_project! {
-    /// The upstream response body on its way downstream: returns the HTTP/1.1 connection to
-    /// its pool once read to the end (a body dropped early closes the connection instead),
-    /// releases the request's slots, and resets the stream when no data moves for the idle
-    /// timeout.
+    /// The upstream response body on its way downstream: releases the request's slots once
+    /// read to the end, and resets the stream when no data moves for the idle timeout.
     struct StreamBody {
         #[pin]
-        inner: Incoming,
-        release: Release,
+        inner: UpstreamResponse,
         guard: Option<StreamGuard>,
         idle: Option<Duration>,
         // Made when the body first waits for data: a response that arrives whole (most
@@ -435,9 +479,6 @@ pin_project_lite::pin_project! {
 impl StreamBody {
     fn finish_if_ended(&mut self) {
         if hyper::body::Body::is_end_stream(&self.inner) {
-            if let Some(f) = self.release.take() {
-                f();
-            }
             self.guard.take();
         }
     }
@@ -485,12 +526,9 @@ impl hyper::body::Body for StreamBody {
             _ => false,
         };
         if done {
-            if let Some(f) = this.release.take() {
-                f();
-            }
             this.guard.take();
         }
-        r.map(|o| o.map(|res| res.map_err(|e| Box::new(e) as BoxError)))
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -82,6 +82,23 @@ impl UpstreamStream {
             UpstreamStream::Unix(_) => None,
         }
     }
+
+    /// Whether the socket reported read readiness (data, EOF or an error) since it was last
+    /// drained.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            UpstreamStream::Tcp(s) => s.poll_read_ready(cx),
+            UpstreamStream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// A non-blocking read.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UpstreamStream::Tcp(s) => s.try_read(buf),
+            UpstreamStream::Unix(s) => s.try_read(buf),
+        }
+    }
 }
 
 impl AsyncRead for UpstreamStream {

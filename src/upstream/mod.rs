@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod host_set;
+pub mod http1;
 pub mod lb;
 pub mod pool;
 pub mod stats;

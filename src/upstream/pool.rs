@@ -1,5 +1,5 @@
-//! Connection pools, one per host: HTTP/1.1 keep-alive connections (one request at a time each)
-//! and one multiplexed HTTP/2 connection. The cluster's max_connections and
+//! Connection pools, one per host: HTTP/1.1 keep-alive connections (one request at a time each,
+//! driven inline by `super::http1`) and one multiplexed HTTP/2 connection. The cluster's max_connections and
 //! max_pending_requests circuit breakers bound what opens and what waits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
 use super::connect::{ConnectError, Target, connect};
+use super::http1::Conn;
 use super::stats::ClusterStats;
 use crate::config::cluster::Cluster;
 
@@ -51,7 +51,7 @@ pub struct Pool {
     stats: Arc<ClusterStats>,
     limits: Arc<ConnLimits>,
     target: Target,
-    idle_h1: Mutex<Vec<H1Conn>>,
+    idle_h1: Mutex<Vec<Conn>>,
     h2: tokio::sync::Mutex<Option<H2Slot>>,
 }
 
@@ -62,17 +62,13 @@ type H2Slot = (
     Option<std::net::SocketAddr>,
 );
 
-/// An HTTP/1.1 connection checked out of the pool.
+/// An HTTP/1.1 connection handed to hyper for a request that may upgrade; never pooled again.
 #[derive(Debug)]
 pub struct H1Conn {
     /// The sender.
     pub sender: http1::SendRequest<UpstreamBody>,
-    /// Requests sent on it so far.
-    pub requests: u32,
     /// Its local address.
     pub local: Option<std::net::SocketAddr>,
-    /// When it was last returned to the pool.
-    pub idle_since: std::time::Instant,
 }
 
 impl Pool {
@@ -95,8 +91,8 @@ impl Pool {
 
     /// Checks out an idle HTTP/1.1 connection or opens one, waiting (as a pending request)
     /// while the cluster is at max_connections.
-    pub async fn acquire_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
-        if !upgrades && let Some(c) = self.pop_idle() {
+    pub async fn acquire_h1(&self) -> Result<Conn, PoolError> {
+        if let Some(c) = self.pop_idle() {
             return Ok(c);
         }
         // No ready connection: the request is pending (while a connection opens, or while it
@@ -106,7 +102,7 @@ impl Pool {
         loop {
             let open = self.limits.open.load(Ordering::Acquire);
             if open < self.cluster.thresholds.max_connections {
-                return self.open_h1(upgrades).await;
+                return self.open_h1().await;
             }
             if !overflowed {
                 overflowed = true;
@@ -114,14 +110,24 @@ impl Pool {
                 self.stats.cb_cx_open.set(1);
             }
             let notified = self.limits.released.notified();
-            if !upgrades && let Some(c) = self.pop_idle() {
+            if let Some(c) = self.pop_idle() {
                 return Ok(c);
             }
             notified.await;
-            if !upgrades && let Some(c) = self.pop_idle() {
+            if let Some(c) = self.pop_idle() {
                 return Ok(c);
             }
         }
+    }
+
+    /// An HTTP/1.1 connection for a request that may upgrade: a pooled or new one, handed to
+    /// hyper, which relays the bytes after a 101.
+    pub async fn acquire_upgradable(&self) -> Result<H1Conn, PoolError> {
+        self.acquire_h1()
+            .await?
+            .into_upgradable()
+            .await
+            .map_err(PoolError::Handshake)
     }
 
     /// Counts a request as pending under max_pending_requests, or refuses it.
@@ -138,14 +144,14 @@ impl Pool {
         Ok(PendingGuard(self))
     }
 
-    /// Returns a connection after its response completed.
-    pub fn release_h1(&self, mut conn: H1Conn) {
+    /// Returns a connection after its exchange completed.
+    pub fn release_h1(&self, mut conn: Conn) {
         conn.requests += 1;
         let exhausted = self
             .cluster
             .max_requests_per_connection
             .is_some_and(|m| conn.requests >= m);
-        if conn.sender.is_closed() || exhausted {
+        if exhausted {
             return;
         }
         conn.idle_since = std::time::Instant::now();
@@ -215,14 +221,14 @@ impl Pool {
         Ok((sender, local))
     }
 
-    fn pop_idle(&self) -> Option<H1Conn> {
+    fn pop_idle(&self) -> Option<Conn> {
         let mut idle = self.idle_h1.lock().ok()?;
         while let Some(c) = idle.pop() {
             let expired = self
                 .cluster
                 .idle_timeout
                 .is_some_and(|t| c.idle_since.elapsed() >= t);
-            if !expired && !c.sender.is_closed() && c.sender.is_ready() {
+            if !expired && c.still_open() {
                 return Some(c);
             }
         }
@@ -239,39 +245,18 @@ impl Pool {
             return 0;
         };
         let before = idle.len();
-        idle.retain(|c| c.idle_since.elapsed() < timeout && !c.sender.is_closed());
+        idle.retain(|c| c.idle_since.elapsed() < timeout && c.still_open());
         before - idle.len()
     }
 
-    async fn open_h1(&self, upgrades: bool) -> Result<H1Conn, PoolError> {
+    async fn open_h1(&self) -> Result<Conn, PoolError> {
         let stream = self.open_stream().await?;
-        let local = stream.local_addr();
-        let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-            Ok(v) => v,
-            Err(e) => {
-                self.connection_closed();
-                return Err(PoolError::Handshake(e));
-            }
-        };
         self.stats.upstream_cx_http1_total.inc();
-        let guard = CloseGuard {
+        let close = CloseGuard {
             pool_stats: self.stats.clone(),
             limits: self.limits.clone(),
         };
-        tokio::spawn(async move {
-            if upgrades {
-                let _ = conn.with_upgrades().await;
-            } else {
-                let _ = conn.await;
-            }
-            drop(guard);
-        });
-        Ok(H1Conn {
-            local,
-            idle_since: std::time::Instant::now(),
-            sender,
-            requests: 0,
-        })
+        Ok(Conn::new(stream, self.stats.clone(), close))
     }
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
@@ -321,8 +306,10 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Accounts a connection's close when its driver task ends.
-struct CloseGuard {
+/// Accounts a connection's close when dropped (with the connection, or when its driver task
+/// ends).
+#[derive(Debug)]
+pub struct CloseGuard {
     pool_stats: Arc<ClusterStats>,
     limits: Arc<ConnLimits>,
 }
@@ -336,6 +323,3 @@ impl Drop for CloseGuard {
         self.limits.released.notify_one();
     }
 }
-
-/// Response of an upstream exchange.
-pub type UpstreamResponse = http::Response<Incoming>;

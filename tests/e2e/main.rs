@@ -9,4 +9,5 @@ mod http;
 mod istio;
 mod support;
 mod tcp;
+mod upstream_http1;
 mod xds;
