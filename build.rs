@@ -62,6 +62,46 @@ const DESCRIPTOR_ROOTS: &[&str] = &[
     "xds/type/v3/",
 ];
 
+/// Drops the options the JSON mapping never reads (Envoy's validation rules, versioning and
+/// deprecation annotations, language options): only `map_entry` (maps) and `allow_alias`
+/// (enums) change how messages read, and they are kept.
+fn strip_options(f: &mut prost_types::FileDescriptorProto) {
+    fn message(m: &mut prost_types::DescriptorProto) {
+        let map_entry = m.options.as_ref().and_then(|o| o.map_entry);
+        m.options = map_entry.map(|v| prost_types::MessageOptions {
+            map_entry: Some(v),
+            ..Default::default()
+        });
+        for field in &mut m.field {
+            field.options = None;
+        }
+        for o in &mut m.oneof_decl {
+            o.options = None;
+        }
+        m.enum_type.iter_mut().for_each(enumeration);
+        m.nested_type.iter_mut().for_each(message);
+    }
+    fn enumeration(e: &mut prost_types::EnumDescriptorProto) {
+        let alias = e.options.as_ref().and_then(|o| o.allow_alias);
+        e.options = alias.map(|v| prost_types::EnumOptions {
+            allow_alias: Some(v),
+            ..Default::default()
+        });
+        for v in &mut e.value {
+            v.options = None;
+        }
+    }
+    f.options = None;
+    f.message_type.iter_mut().for_each(message);
+    f.enum_type.iter_mut().for_each(enumeration);
+    for s in &mut f.service {
+        s.options = None;
+        for m in &mut s.method {
+            m.options = None;
+        }
+    }
+}
+
 /// Keeps the files under DESCRIPTOR_ROOTS (and their imports) and drops comments and source
 /// locations: the JSON mapping needs neither, and they are most of the decoded pool's size.
 fn strip_source_info(bytes: &[u8]) -> Vec<u8> {
@@ -69,6 +109,7 @@ fn strip_source_info(bytes: &[u8]) -> Vec<u8> {
     let mut fds = prost_types::FileDescriptorSet::decode(bytes).expect("descriptor set decodes");
     for f in &mut fds.file {
         f.source_code_info = None;
+        strip_options(f);
     }
     {
         let roots = DESCRIPTOR_ROOTS;
