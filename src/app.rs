@@ -368,6 +368,7 @@ fn worker(
         }
     };
     rt.block_on(async move {
+        tokio::spawn(timer_floor());
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 crate::listener::manager::WorkerCommand::Serve(active, sock) => {
@@ -385,6 +386,18 @@ fn worker(
         // The manager is gone only at exit; keep serving what is running.
         std::future::pending::<()>().await;
     });
+}
+
+/// Keeps a timer due within a second in the worker's timer wheel. Tokio wakes its own driver
+/// (an eventfd write and an extra poll) whenever a new timer is due before the driver's next
+/// planned wake-up; without a nearer timer, every request's route timeout (15 s by default)
+/// would be such a timer. One wake-up a second is far cheaper than one per request.
+async fn timer_floor() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+    }
 }
 
 async fn wait_for_shutdown(server: &Server) {
