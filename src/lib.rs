@@ -18,5 +18,6 @@ pub mod network;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod upstream;
 pub mod xds;

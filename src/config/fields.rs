@@ -162,14 +162,68 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.listener.v3.FilterChain",
-        supported: &["filter_chain_match", "filters", "name"],
-        ignored: &[
-            ("metadata", INFO),
-            (
-                "transport_socket_connect_timeout",
-                "applies only to a transport socket, which is refused",
-            ),
+        supported: &[
+            "filter_chain_match",
+            "filters",
+            "name",
+            "transport_socket",
+            "transport_socket_connect_timeout",
         ],
+        ignored: &[("metadata", INFO)],
+    },
+    Spec {
+        message: "envoy.config.core.v3.TransportSocket",
+        supported: &["name", "typed_config"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        supported: &["common_tls_context", "require_client_certificate"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        supported: &[
+            "tls_params",
+            "tls_certificates",
+            "validation_context",
+            "alpn_protocols",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        supported: &[
+            "tls_minimum_protocol_version",
+            "tls_maximum_protocol_version",
+            "cipher_suites",
+            "ecdh_curves",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
+        supported: &["certificate_chain", "private_key"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        supported: &[
+            "trusted_ca",
+            "match_typed_subject_alt_names",
+            "match_subject_alt_names",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
+        supported: &["san_type", "matcher"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.DataSource",
+        supported: &["filename", "inline_bytes", "inline_string"],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.listener.v3.FilterChainMatch",

@@ -26,6 +26,16 @@ pub enum Support {
 /// The registry: (type name, where it goes, support).
 pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "downstream transport socket",
+        Support::Implemented,
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "upstream transport socket",
+        Support::Refused("upstream TLS is not implemented yet"),
+    ),
+    (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "network filter",
         Support::Implemented,
@@ -128,6 +138,36 @@ fn lookup(any: &Any, path: &str, kind: &str) -> Result<&'static str, ConfigError
 fn decode<M: Message + Default>(any: &Any, path: &str) -> Result<M, ConfigError> {
     M::decode(any.value.as_slice())
         .map_err(|e| ConfigError::new(path, format!("cannot decode {}: {e}", any.type_url)))
+}
+
+/// A filter chain's transport socket: TLS (`DownstreamTlsContext`) or, by name or type,
+/// plaintext (`envoy.transport_sockets.raw_buffer`).
+pub fn downstream_transport_socket(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    path: &str,
+) -> Result<Option<Arc<super::tls::DownstreamTls>>, ConfigError> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) => a,
+        None if ts.name == "envoy.transport_sockets.raw_buffer" => return Ok(None),
+        None => {
+            return Err(ConfigError::new(
+                join(path, "typed_config"),
+                format!("transport socket {:?} has no typed_config", ts.name),
+            ));
+        }
+    };
+    let tp = join(path, "typed_config");
+    if type_name(&any.type_url) == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
+        return Ok(None);
+    }
+    lookup(any, &tp, "downstream transport socket")?;
+    let ctx = decode::<
+        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+    >(any, &tp)?;
+    Ok(Some(Arc::new(super::tls::DownstreamTls::from_proto(
+        &ctx, &tp,
+    )?)))
 }
 
 /// The router's own options.

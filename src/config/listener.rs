@@ -89,6 +89,10 @@ pub struct FilterChain {
     pub matcher: FilterChainMatch,
     /// Network filters; the last is terminal.
     pub filters: Vec<NetworkFilter>,
+    /// TLS termination (transport socket `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<super::tls::DownstreamTls>>,
+    /// How long the TLS handshake may take.
+    pub transport_socket_connect_timeout: Option<std::time::Duration>,
 }
 
 /// A converted listener.
@@ -250,12 +254,12 @@ impl Listener {
 
 impl FilterChain {
     fn from_proto(fc: &listener::FilterChain, path: &str) -> Result<Self, ConfigError> {
-        if fc.transport_socket.is_some() {
-            return Err(ConfigError::new(
-                join(path, "transport_socket"),
-                "TLS transport sockets are not implemented yet",
-            ));
-        }
+        let tls = match &fc.transport_socket {
+            None => None,
+            Some(ts) => {
+                super::filters::downstream_transport_socket(ts, &join(path, "transport_socket"))?
+            }
+        };
         if fc.use_proxy_proto.is_some() {
             return Err(ConfigError::unsupported(join(path, "use_proxy_proto")));
         }
@@ -314,10 +318,18 @@ impl FilterChain {
             transport_protocol: m.transport_protocol.clone(),
             application_protocols: m.application_protocols.clone(),
         };
+        let transport_socket_connect_timeout = fc
+            .transport_socket_connect_timeout
+            .as_ref()
+            .map(|d| super::common::duration(d, &join(path, "transport_socket_connect_timeout")))
+            .transpose()?
+            .filter(|d| !d.is_zero());
         Ok(Self {
             name: fc.name.clone(),
             matcher,
             filters: network_filters(&fc.filters, path)?,
+            tls,
+            transport_socket_connect_timeout,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod route;
 pub mod source;
 pub mod tcp_proxy;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

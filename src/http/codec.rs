@@ -6,11 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::listener::stream::DownstreamStream;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use super::Body;
 use crate::config::hcm::{Codec, HcmConfig};
@@ -26,14 +26,25 @@ pub enum Protocol {
     Http2,
 }
 
-/// Decides the protocol: fixed by the codec, or (AUTO) HTTP/2 exactly when the connection
-/// starts with the HTTP/2 preface. Reads nothing: the bytes stay for the codec.
-pub async fn detect(stream: &TcpStream, codec: Codec) -> std::io::Result<Protocol> {
+/// Decides the protocol: fixed by the codec, or (AUTO) by ALPN on TLS and, on plaintext,
+/// HTTP/2 exactly when the connection starts with the HTTP/2 preface. Reads nothing: the
+/// bytes stay for the codec.
+pub async fn detect(stream: &DownstreamStream, codec: Codec) -> std::io::Result<Protocol> {
     match codec {
         Codec::Http1 => return Ok(Protocol::Http1),
         Codec::Http2 => return Ok(Protocol::Http2),
         Codec::Auto => {}
     }
+    let stream = match stream {
+        DownstreamStream::Plain(s) => s,
+        DownstreamStream::Tls(_, info) => {
+            return Ok(if info.alpn.as_deref() == Some(b"h2") {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            });
+        }
+    };
     let mut buf = [0u8; PREFACE.len()];
     loop {
         let n = stream.peek(&mut buf).await?;
@@ -59,9 +70,9 @@ pin_project_lite::pin_project! {
         S: HttpService<Incoming, ResBody = Body>,
     {
         /// HTTP/1.1 with upgrades.
-        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<TcpStream>, S> },
+        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<DownstreamStream>, S> },
         /// HTTP/2.
-        H2 { #[pin] conn: http2::Connection<TokioIo<TcpStream>, S, TokioExecutor> },
+        H2 { #[pin] conn: http2::Connection<TokioIo<DownstreamStream>, S, TokioExecutor> },
     }
 }
 
@@ -72,7 +83,7 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// Starts serving `stream` as `protocol` with the HCM's limits.
-    pub fn new(stream: TcpStream, protocol: Protocol, cfg: &HcmConfig, service: S) -> Self {
+    pub fn new(stream: DownstreamStream, protocol: Protocol, cfg: &HcmConfig, service: S) -> Self {
         let io = TokioIo::new(stream);
         match protocol {
             Protocol::Http1 => {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::listener::stream::DownstreamStream;
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use tokio::net::TcpStream;
 
 use super::Body;
 use super::local_reply::{ResponseFlag, local_reply};
@@ -172,7 +172,7 @@ impl HttpConnectionManager {
     pub async fn serve(
         self: Arc<Self>,
         server: Arc<Server>,
-        io: TcpStream,
+        io: DownstreamStream,
         remote: SocketAddr,
         drain: DrainWatch,
     ) {

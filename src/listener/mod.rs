@@ -4,6 +4,7 @@
 pub mod drain;
 pub mod filter_chain_match;
 pub mod manager;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +19,19 @@ use crate::network::tcp_proxy::TcpProxy;
 use crate::server::Server;
 use crate::stats::{Counter, Gauge};
 use filter_chain_match::{ConnectionFacts, select};
+use stream::DownstreamStream;
 
-/// A chain ready to serve: its terminal filter with per-config state built once.
+/// A chain ready to serve: its transport socket and its terminal filter, with per-config
+/// state built once.
 #[derive(Debug)]
-enum ActiveChain {
+struct ActiveChain {
+    terminal: Terminal,
+    tls: Option<Arc<crate::config::tls::DownstreamTls>>,
+    handshake_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug)]
+enum Terminal {
     Http(Arc<HttpConnectionManager>),
     Tcp(Arc<TcpProxy>),
 }
@@ -34,6 +44,7 @@ pub struct ActiveListener {
     chains: Vec<ActiveChain>,
     default_chain: Option<ActiveChain>,
     stats: ListenerStats,
+    tls_stats: Option<crate::tls::server::TlsStats>,
     /// Drain state of its connections.
     pub drain: drain::Drain,
     /// Set to stop accepting.
@@ -55,18 +66,28 @@ pub static ACTIVE_DOWNSTREAM: AtomicU64 = AtomicU64::new(0);
 impl ActiveListener {
     /// Builds the per-config state of every chain.
     pub fn new(config: Arc<Listener>, server: &Arc<Server>) -> Arc<Self> {
-        let mk = |c: &Arc<FilterChain>| match c.filters.last() {
-            Some(NetworkFilter::HttpConnectionManager(h)) => {
-                ActiveChain::Http(Arc::new(HttpConnectionManager::new(h.clone(), server)))
-            }
-            Some(NetworkFilter::TcpProxy(t)) => {
-                ActiveChain::Tcp(Arc::new(TcpProxy::new(t.clone(), server)))
-            }
-            None => unreachable_chain(),
+        let mk = |c: &Arc<FilterChain>| ActiveChain {
+            terminal: match c.filters.last() {
+                Some(NetworkFilter::HttpConnectionManager(h)) => {
+                    Terminal::Http(Arc::new(HttpConnectionManager::new(h.clone(), server)))
+                }
+                Some(NetworkFilter::TcpProxy(t)) => {
+                    Terminal::Tcp(Arc::new(TcpProxy::new(t.clone(), server)))
+                }
+                None => unreachable_chain(),
+            },
+            tls: c.tls.clone(),
+            handshake_timeout: c.transport_socket_connect_timeout,
         };
         let p = format!("listener.{}.", config.stat_prefix);
         let s = &server.stats;
+        let any_tls = config
+            .filter_chains
+            .iter()
+            .chain(config.default_filter_chain.iter())
+            .any(|c| c.tls.is_some());
         Arc::new(Self {
+            tls_stats: any_tls.then(|| crate::tls::server::TlsStats::new(s, &p)),
             chains: config.filter_chains.iter().map(mk).collect(),
             default_chain: config.default_filter_chain.as_ref().map(mk),
             stats: ListenerStats {
@@ -92,9 +113,9 @@ impl ActiveListener {
         self.chains
             .iter()
             .chain(self.default_chain.iter())
-            .filter_map(|c| match c {
-                ActiveChain::Http(h) => h.rds().cloned(),
-                ActiveChain::Tcp(_) => None,
+            .filter_map(|c| match &c.terminal {
+                Terminal::Http(h) => h.rds().cloned(),
+                Terminal::Tcp(_) => None,
             })
             .collect()
     }
@@ -158,13 +179,21 @@ impl ActiveListener {
         self.stats.downstream_cx_total.inc();
         self.stats.downstream_cx_active.inc();
         ACTIVE_DOWNSTREAM.fetch_add(1, Ordering::Relaxed);
-        match chain {
-            ActiveChain::Http(h) => {
-                h.clone()
-                    .serve(server, stream, remote, self.drain.subscribe())
-                    .await
+        let stream = match (&chain.tls, &self.tls_stats) {
+            (Some(tls), Some(stats)) => {
+                crate::tls::server::accept(tls, stats, stream, chain.handshake_timeout).await
             }
-            ActiveChain::Tcp(t) => t.clone().serve(server, stream).await,
+            _ => Some(DownstreamStream::Plain(stream)),
+        };
+        if let Some(stream) = stream {
+            match &chain.terminal {
+                Terminal::Http(h) => {
+                    h.clone()
+                        .serve(server, stream, remote, self.drain.subscribe())
+                        .await
+                }
+                Terminal::Tcp(t) => t.clone().serve(server, stream).await,
+            }
         }
         ACTIVE_DOWNSTREAM.fetch_sub(1, Ordering::Relaxed);
         self.stats.downstream_cx_active.dec();
@@ -194,7 +223,7 @@ pub fn bind(config: &Listener, addr: SocketAddr) -> std::io::Result<std::net::Tc
     Ok(sock.into())
 }
 
-fn unreachable_chain() -> ActiveChain {
+fn unreachable_chain() -> Terminal {
     // Conversion guarantees every chain ends in a terminal filter.
     panic!("filter chain without a terminal filter passed config conversion")
 }

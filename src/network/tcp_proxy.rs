@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::listener::stream::DownstreamStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::access_log::StreamInfo;
 use crate::config::tcp_proxy::TcpProxyConfig;
@@ -42,7 +42,7 @@ impl TcpProxy {
     }
 
     /// Proxies one connection.
-    pub async fn serve(self: Arc<Self>, server: Arc<Server>, mut down: TcpStream) {
+    pub async fn serve(self: Arc<Self>, server: Arc<Server>, mut down: DownstreamStream) {
         self.downstream_cx_total.inc();
         let mut info = StreamInfo {
             start: Some(SystemTime::now()),
@@ -58,7 +58,7 @@ impl TcpProxy {
         }
     }
 
-    async fn proxy(&self, server: &Server, down: &mut TcpStream, info: &mut StreamInfo) {
+    async fn proxy(&self, server: &Server, down: &mut DownstreamStream, info: &mut StreamInfo) {
         let name = self.config.pick(fastrand::u64(..self.config.total_weight));
         info.upstream_cluster = Some(name.to_string());
         let Some(cluster) = server.clusters.get(name) else {

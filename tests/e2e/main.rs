@@ -9,5 +9,7 @@ mod http;
 mod istio;
 mod support;
 mod tcp;
+mod test_ca;
+mod tls;
 mod upstream_http1;
 mod xds;

@@ -1,0 +1,265 @@
+//! Downstream TLS on a filter chain: termination, client certificates (STRICT mTLS), SAN
+//! matching, ALPN, Envoy's ssl.* stats, and TLS config errors.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::support::*;
+use crate::test_ca::{self, Leaf, TestCa};
+
+const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+
+/// A bootstrap with one TLS HTTP listener `in` (HCM stat prefix `in`, listener stat prefix
+/// `tls`) routing to `up`; `validation` is the validation_context YAML (or empty), `extra`
+/// more DownstreamTlsContext fields.
+fn tls_bootstrap(
+    dir: &Path,
+    ca: &TestCa,
+    server: &Leaf,
+    up: SocketAddr,
+    validation: &str,
+    extra: &str,
+) -> String {
+    let cert = test_ca::write(dir, "server.pem", &server.cert);
+    let key = test_ca::write(dir, "server.key", &server.key);
+    let ca_file = test_ca::write(dir, "ca.pem", &ca.pem);
+    let validation = validation.replace("CA_FILE", &ca_file.display().to_string());
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: in
+    stat_prefix: tls
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{filename: {cert}}}
+              private_key: {{filename: {key}}}
+            alpn_protocols: [h2, http/1.1]
+{validation}{extra}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: in
+          route_config:
+            virtual_hosts:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+{cluster}"#,
+        cert = cert.display(),
+        key = key.display(),
+        routes = routes_to("b", ""),
+        cluster = cluster("b", &[up], ""),
+    )
+}
+
+const STRICT: &str = "            validation_context:
+              trusted_ca: {filename: CA_FILE}
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: {exact: \"spiffe://cluster.local/ns/default/sa/client\"}
+          require_client_certificate: true";
+
+#[tokio::test]
+async fn tls_is_terminated_and_alpn_picks_http2() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let p = Proxy::start(&tls_bootstrap(dir.path(), &ca, &server, up, "", ""));
+    let l = p.listener("in").await;
+    let cfg = test_ca::client_config(&ca.pem, None, &["http/1.1"]);
+    assert_eq!(test_ca::get(l, cfg).await, Ok(200));
+    // HTTP/2 by ALPN, end to end through hyper's client.
+    let tls = test_ca::connect(l, test_ca::client_config(&ca.pem, None, &["h2"]))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://server.test/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    p.wait_stat("http.in.downstream_rq_http2_total", 1).await;
+    assert_eq!(p.stat("listener.tls.ssl.handshake").await, 2);
+    assert_eq!(p.stat("listener.tls.ssl.no_certificate").await, 2);
+    assert_eq!(p.stat("listener.tls.ssl.versions.TLSv1.3").await, 2);
+    // Plaintext on a TLS-only chain is a connection error, and the listener keeps serving.
+    let (s, body) = raw_get(l).await;
+    assert!(s.is_none(), "plaintext got an answer: {body}");
+    p.wait_stat("listener.tls.ssl.connection_error", 1).await;
+    let cfg = test_ca::client_config(&ca.pem, None, &[]);
+    assert_eq!(test_ca::get(l, cfg).await, Ok(200));
+}
+
+/// A plaintext HTTP/1.1 GET: the status, if any answer came.
+async fn raw_get(addr: SocketAddr) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (text.get(9..12).and_then(|c| c.parse().ok()), text)
+}
+
+#[tokio::test]
+async fn strict_mtls_checks_the_client_certificate() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let p = Proxy::start(&tls_bootstrap(dir.path(), &ca, &server, up, STRICT, ""));
+    let l = p.listener("in").await;
+    let with = |leaf: Option<&Leaf>| test_ca::client_config(&ca.pem, leaf, &[]);
+
+    // The right workload is let in.
+    let client = ca.leaf(CLIENT_ID, &[]);
+    assert_eq!(test_ca::get(l, with(Some(&client))).await, Ok(200));
+    assert_eq!(p.stat("listener.tls.ssl.handshake").await, 1);
+
+    // No certificate.
+    assert!(test_ca::get(l, with(None)).await.is_err());
+    p.wait_stat("listener.tls.ssl.fail_verify_no_cert", 1).await;
+
+    // A certificate from another CA.
+    let other = TestCa::new("other").leaf(CLIENT_ID, &[]);
+    assert!(test_ca::get(l, with(Some(&other))).await.is_err());
+    p.wait_stat("listener.tls.ssl.fail_verify_error", 1).await;
+
+    // An expired certificate.
+    let expired = ca.expired_leaf(CLIENT_ID, &[]);
+    assert!(test_ca::get(l, with(Some(&expired))).await.is_err());
+    p.wait_stat("listener.tls.ssl.fail_verify_error", 2).await;
+
+    // The wrong identity.
+    let stranger = ca.leaf("spiffe://cluster.local/ns/other/sa/stranger", &[]);
+    assert!(test_ca::get(l, with(Some(&stranger))).await.is_err());
+    p.wait_stat("listener.tls.ssl.fail_verify_san", 1).await;
+
+    // Garbage instead of a ClientHello.
+    let (s, _) = raw_get(l).await;
+    assert!(s.is_none());
+    p.wait_stat("listener.tls.ssl.connection_error", 1).await;
+
+    // Only the good handshake counted, and the listener still serves.
+    assert_eq!(test_ca::get(l, with(Some(&client))).await, Ok(200));
+    assert_eq!(p.stat("listener.tls.ssl.handshake").await, 2);
+    assert_eq!(p.stat("http.in.downstream_rq_2xx").await, 2);
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_closed_at_the_connect_timeout() {
+    use tokio::io::AsyncReadExt;
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let yaml = tls_bootstrap(dir.path(), &ca, &server, up, "", "").replace(
+        "    - transport_socket:",
+        "    - transport_socket_connect_timeout: 0.3s\n      transport_socket:",
+    );
+    let p = Proxy::start(&yaml);
+    let l = p.listener("in").await;
+    let mut s = tokio::net::TcpStream::connect(l).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the proxy closes a silent connection");
+    assert_eq!(n.unwrap_or(0), 0);
+    p.wait_stat("listener.tls.ssl.connection_error", 1).await;
+}
+
+#[test]
+fn tls_config_errors_name_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let base = tls_bootstrap(dir.path(), &ca, &server, up, "", "");
+    // A key that is not the certificate's.
+    let other = ca.leaf(SERVER_ID, &[]);
+    let wrong_key = test_ca::write(dir.path(), "other.key", &other.key);
+    let yaml = base.replace(
+        &format!("{}", dir.path().join("server.key").display()),
+        &wrong_key.display().to_string(),
+    );
+    let (code, err) = validate(&yaml);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("common_tls_context.tls_certificates[0]") && err.contains("does not match"),
+        "{err}"
+    );
+    // Cipher suites and versions rustls cannot honour.
+    let yaml = tls_bootstrap(
+        dir.path(),
+        &ca,
+        &server,
+        up,
+        "            tls_params: {tls_minimum_protocol_version: TLSv1_0}\n",
+        "",
+    );
+    let (code, err) = validate(&yaml);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("tls_params.tls_minimum_protocol_version"),
+        "{err}"
+    );
+    let yaml = yaml.replace(
+        "tls_minimum_protocol_version: TLSv1_0",
+        "cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, AES128-SHA]",
+    );
+    let (_, err) = validate(&yaml);
+    assert!(
+        err.contains("tls_params.cipher_suites[1]") && err.contains("\"AES128-SHA\""),
+        "{err}"
+    );
+    // A CA bundle that does not parse, and SAN checks without a CA.
+    let garbage = test_ca::write(dir.path(), "garbage.pem", "not a certificate");
+    let yaml = tls_bootstrap(
+        dir.path(),
+        &ca,
+        &server,
+        up,
+        &format!(
+            "            validation_context: {{trusted_ca: {{filename: {}}}}}\n",
+            garbage.display()
+        ),
+        "",
+    );
+    let (_, err) = validate(&yaml);
+    assert!(err.contains("validation_context.trusted_ca"), "{err}");
+    let yaml = tls_bootstrap(
+        dir.path(),
+        &ca,
+        &server,
+        up,
+        "            validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: x}}]}\n",
+        "",
+    );
+    let (_, err) = validate(&yaml);
+    assert!(err.contains("validation_context.trusted_ca"), "{err}");
+    // SDS is refused by path until it exists.
+    let yaml = base.replace(
+        "            alpn_protocols:",
+        "            tls_certificate_sds_secret_configs: [{name: default}]\n            alpn_protocols:",
+    );
+    let (_, err) = validate(&yaml);
+    assert!(err.contains("tls_certificate_sds_secret_configs"), "{err}");
+}
