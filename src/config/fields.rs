@@ -134,6 +134,8 @@ static TABLE: &[Spec] = &[
             "bind_to_port",
             "stat_prefix",
             "listener_filters",
+            "listener_filters_timeout",
+            "continue_on_listener_filters_timeout",
             "enable_reuse_port",
             "drain_type",
             "ignore_global_conn_limit",
@@ -142,14 +144,6 @@ static TABLE: &[Spec] = &[
         ],
         ignored: &[
             ("metadata", INFO),
-            (
-                "continue_on_listener_filters_timeout",
-                "only applies to listener filters, which are refused",
-            ),
-            (
-                "listener_filters_timeout",
-                "only applies to listener filters, which are refused",
-            ),
             (
                 "per_connection_buffer_limit_bytes",
                 "a flow-control watermark: reads pause when hyper's bounded buffers fill, whatever the limit",
@@ -170,6 +164,20 @@ static TABLE: &[Spec] = &[
             "transport_socket_connect_timeout",
         ],
         ignored: &[("metadata", INFO)],
+    },
+    Spec {
+        message: "envoy.config.listener.v3.ListenerFilter",
+        supported: &["name", "typed_config", "filter_disabled"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        supported: &[
+            "initial_read_buffer_size",
+            "enable_ja3_fingerprinting",
+            "enable_ja4_fingerprinting",
+        ],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.core.v3.TransportSocket",

@@ -83,7 +83,7 @@ pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
         "listener filter",
-        Support::Refused("TLS inspection is not implemented yet"),
+        Support::Implemented,
     ),
     (
         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
@@ -113,7 +113,8 @@ pub enum HttpFilter {
     Compressor(Arc<super::compressor::CompressorConfig>),
 }
 
-fn lookup(any: &Any, path: &str, kind: &str) -> Result<&'static str, ConfigError> {
+/// The registry entry of a typed_config, which must be an implemented extension of `kind`.
+pub fn lookup(any: &Any, path: &str, kind: &str) -> Result<&'static str, ConfigError> {
     let name = type_name(&any.type_url);
     match REGISTRY.iter().find(|(t, _, _)| *t == name) {
         Some((t, k, Support::Implemented)) if *k == kind => Ok(t),

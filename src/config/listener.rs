@@ -104,6 +104,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Prefix of its `listener.<prefix>.` stats: stat_prefix or `<ip>_<port>`.
     pub stat_prefix: String,
+    /// Listener filters, run before filter-chain matching.
+    pub listener_filters: super::listener_filter::ListenerFilters,
     /// Filter chains.
     pub filter_chains: Vec<Arc<FilterChain>>,
     /// The chain used when none matches.
@@ -135,18 +137,7 @@ impl Listener {
             .as_ref()
             .ok_or_else(|| ConfigError::new(join(path, "address"), "is required"))?;
         let address = socket_address(a, &join(path, "address"))?;
-        if !l.listener_filters.is_empty() {
-            let f = &l.listener_filters[0];
-            let p = index(path, "listener_filters", 0);
-            let what = match &f.config_type {
-                Some(listener::listener_filter::ConfigType::TypedConfig(a)) => a.type_url.clone(),
-                _ => f.name.clone(),
-            };
-            return Err(ConfigError::new(
-                p,
-                format!("listener filter {what} is not implemented yet"),
-            ));
-        }
+        let listener_filters = super::listener_filter::ListenerFilters::from_proto(l, path)?;
         if l.use_original_dst.as_ref().is_some_and(|v| v.value) {
             return Err(ConfigError::new(
                 join(path, "use_original_dst"),
@@ -231,6 +222,7 @@ impl Listener {
             name: Arc::from(l.name.as_str()),
             address,
             stat_prefix,
+            listener_filters,
             filter_chains,
             default_filter_chain,
             traffic_direction,

@@ -9,6 +9,7 @@ pub mod fields;
 pub mod filters;
 pub mod hcm;
 pub mod listener;
+pub mod listener_filter;
 pub mod route;
 pub mod source;
 pub mod tcp_proxy;

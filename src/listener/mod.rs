@@ -1,10 +1,12 @@
 //! Listeners: bind (one SO_REUSEPORT socket per worker), accept, pick the filter chain, run its
 //! network filters.
 
+pub mod client_hello;
 pub mod drain;
 pub mod filter_chain_match;
 pub mod manager;
 pub mod stream;
+pub mod tls_inspector;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,7 @@ pub struct ActiveListener {
     default_chain: Option<ActiveChain>,
     stats: ListenerStats,
     tls_stats: Option<crate::tls::server::TlsStats>,
+    inspector_stats: Option<tls_inspector::InspectorStats>,
     /// Drain state of its connections.
     pub drain: drain::Drain,
     /// Set to stop accepting.
@@ -58,6 +61,7 @@ struct ListenerStats {
     downstream_cx_destroy: Arc<Counter>,
     no_filter_chain_match: Arc<Counter>,
     downstream_cx_overflow: Arc<Counter>,
+    downstream_pre_cx_timeout: Arc<Counter>,
 }
 
 /// Global downstream connection count (overload manager limit).
@@ -88,6 +92,11 @@ impl ActiveListener {
             .any(|c| c.tls.is_some());
         Arc::new(Self {
             tls_stats: any_tls.then(|| crate::tls::server::TlsStats::new(s, &p)),
+            inspector_stats: config
+                .listener_filters
+                .tls_inspector
+                .as_ref()
+                .map(|_| tls_inspector::InspectorStats::new(s)),
             chains: config.filter_chains.iter().map(mk).collect(),
             default_chain: config.default_filter_chain.as_ref().map(mk),
             stats: ListenerStats {
@@ -96,6 +105,7 @@ impl ActiveListener {
                 downstream_cx_destroy: s.counter(&format!("{p}downstream_cx_destroy")),
                 no_filter_chain_match: s.counter(&format!("{p}no_filter_chain_match")),
                 downstream_cx_overflow: s.counter(&format!("{p}downstream_cx_overflow")),
+                downstream_pre_cx_timeout: s.counter(&format!("{p}downstream_pre_cx_timeout")),
             },
             drain: drain::Drain::new(server.drain_strategy, server.drain_time),
             stop: tokio::sync::watch::channel(false).0,
@@ -152,13 +162,16 @@ impl ActiveListener {
     async fn serve(self: Arc<Self>, server: Arc<Server>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.config.address);
+        let Some(hello) = self.run_listener_filters(&stream, local).await else {
+            return;
+        };
         let facts = ConnectionFacts {
             local,
             remote,
             direct_remote: remote,
-            server_name: None,
-            transport_protocol: "raw_buffer",
-            application_protocols: &[],
+            server_name: hello.as_ref().and_then(|h| h.sni.as_deref()),
+            transport_protocol: if hello.is_some() { "tls" } else { "raw_buffer" },
+            application_protocols: hello.as_ref().map_or(&[], |h| h.alpn.as_slice()),
         };
         let matches: Vec<_> = self
             .config
@@ -198,6 +211,48 @@ impl ActiveListener {
         ACTIVE_DOWNSTREAM.fetch_sub(1, Ordering::Relaxed);
         self.stats.downstream_cx_active.dec();
         self.stats.downstream_cx_destroy.inc();
+    }
+}
+
+impl ActiveListener {
+    /// Runs the listener filters (tls_inspector) within listener_filters_timeout. Some(hello)
+    /// for what they learned (None inside: not TLS, or nothing inspected); None: the
+    /// connection is to be closed.
+    async fn run_listener_filters(
+        &self,
+        stream: &TcpStream,
+        local: SocketAddr,
+    ) -> Option<Option<client_hello::ClientHello>> {
+        let filters = &self.config.listener_filters;
+        let Some(ti) = &filters.tls_inspector else {
+            return Some(None);
+        };
+        if ti
+            .disabled
+            .as_ref()
+            .is_some_and(|p| p.matches(local.port()))
+        {
+            return Some(None);
+        }
+        let stats = self.inspector_stats.as_ref()?;
+        let inspect = tls_inspector::run(stream, ti, stats);
+        let result = match filters.timeout {
+            Some(t) => match tokio::time::timeout(t, inspect).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.stats.downstream_pre_cx_timeout.inc();
+                    return filters.continue_on_timeout.then_some(None);
+                }
+            },
+            None => inspect.await,
+        };
+        match result {
+            Ok(hello) => Some(hello),
+            Err(e) => {
+                tracing::debug!(listener = %self.config.name, "{e}");
+                None
+            }
+        }
     }
 }
 

@@ -118,23 +118,46 @@ pub async fn connect(
     addr: SocketAddr,
     cfg: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    connect_as(addr, cfg, "server.test").await
+}
+
+/// Connects with TLS to `addr`, sending SNI `sni`.
+pub async fn connect_as(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tokio_rustls::TlsConnector::from(cfg)
-        .connect("server.test".try_into().unwrap(), tcp)
+        .connect(sni.to_string().try_into().unwrap(), tcp)
         .await
 }
 
 /// One HTTP/1.1 GET over TLS; the status, or the error that stopped it.
 pub async fn get(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<u16, String> {
+    get_as(addr, cfg, "server.test").await.map(|(s, _)| s)
+}
+
+/// One HTTP/1.1 GET over TLS with SNI `sni`: the status and the body.
+pub async fn get_as(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = connect(addr, cfg).await.map_err(|e| e.to_string())?;
+    let mut s = connect_as(addr, cfg, sni)
+        .await
+        .map_err(|e| e.to_string())?;
     s.write_all(b"GET / HTTP/1.1\r\nhost: server.test\r\nconnection: close\r\n\r\n")
         .await
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out);
-    text.get(9..12)
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .get(9..12)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no response: {text:?}"))
+        .ok_or_else(|| format!("no response: {text:?}"))?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
 }

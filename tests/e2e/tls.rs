@@ -263,3 +263,145 @@ fn tls_config_errors_name_their_field() {
     let (_, err) = validate(&yaml);
     assert!(err.contains("tls_certificate_sds_secret_configs"), "{err}");
 }
+
+/// A listener with tls_inspector and three chains on one port, as Istio's PERMISSIVE
+/// virtualInbound: TLS with SNI `a.test` to cluster `a`, any other TLS to cluster `t`, and
+/// plaintext to cluster `p`. `listener_extra` adds listener fields.
+fn permissive(dir: &Path, ca: &TestCa, ups: [SocketAddr; 3], listener_extra: &str) -> String {
+    let server = ca.leaf(SERVER_ID, &["server.test", "a.test"]);
+    let cert = test_ca::write(dir, "server.pem", &server.cert);
+    let key = test_ca::write(dir, "server.key", &server.key);
+    let tls = format!(
+        r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]
+"#,
+        cert.display(),
+        key.display()
+    );
+    let hcm = |cluster: &str| {
+        format!(
+            r#"      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {cluster}
+          route_config:
+            virtual_hosts:
+{}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#,
+            routes_to(cluster, "")
+        )
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: in
+    stat_prefix: inbound
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+{listener_extra}    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector, initial_read_buffer_size: 512}}
+    filter_chains:
+    - filter_chain_match: {{transport_protocol: tls, server_names: [a.test]}}
+{tls}{a}    - filter_chain_match: {{transport_protocol: tls}}
+{tls}{t}    - filter_chain_match: {{transport_protocol: raw_buffer}}
+{p}  clusters:
+{ca}{ct}{cp}"#,
+        a = hcm("a"),
+        t = hcm("t"),
+        p = hcm("p"),
+        ca = cluster("a", &[ups[0]], ""),
+        ct = cluster("t", &[ups[1]], ""),
+        cp = cluster("p", &[ups[2]], ""),
+    )
+}
+
+fn upstream_name(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["upstream"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn tls_inspector_serves_tls_and_plaintext_on_one_port_and_matches_sni() {
+    let ups = [
+        echo_upstream("a").await,
+        echo_upstream("t").await,
+        echo_upstream("p").await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let p = Proxy::start(&permissive(dir.path(), &ca, ups, ""));
+    let l = p.listener("in").await;
+    let cfg = test_ca::client_config(&ca.pem, None, &["istio-http/1.1", "http/1.1"]);
+    let (s, body) = test_ca::get_as(l, cfg.clone(), "a.test").await.unwrap();
+    assert_eq!((s, upstream_name(&body).as_str()), (200, "a"));
+    let (s, body) = test_ca::get_as(l, cfg, "server.test").await.unwrap();
+    assert_eq!((s, upstream_name(&body).as_str()), (200, "t"));
+    let (s, _, body) = get(l, "/").await;
+    assert_eq!((s, upstream_name(&body).as_str()), (200, "p"));
+    p.wait_stat("tls_inspector.tls_found", 2).await;
+    assert_eq!(p.stat("tls_inspector.tls_not_found").await, 1);
+    assert_eq!(p.stat("tls_inspector.sni_found").await, 2);
+    assert_eq!(p.stat("tls_inspector.alpn_found").await, 2);
+    assert_eq!(p.stat("listener.inbound.ssl.handshake").await, 2);
+}
+
+#[tokio::test]
+async fn listener_filter_timeout_closes_or_continues_as_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ups = [
+        echo_upstream("a").await,
+        echo_upstream("t").await,
+        echo_upstream("p").await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    // Closing: a client that sends nothing is dropped at the timeout.
+    let p = Proxy::start(&permissive(
+        dir.path(),
+        &ca,
+        ups,
+        "    listener_filters_timeout: 0.3s\n",
+    ));
+    let l = p.listener("in").await;
+    let mut s = tokio::net::TcpStream::connect(l).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed at the listener filter timeout");
+    assert_eq!(n.unwrap_or(0), 0);
+    p.wait_stat("listener.inbound.downstream_pre_cx_timeout", 1)
+        .await;
+    drop(p);
+    // Continuing: after the timeout the connection is matched as plaintext and served.
+    let p = Proxy::start(&permissive(
+        dir.path(),
+        &ca,
+        ups,
+        "    listener_filters_timeout: 0.3s\n    continue_on_listener_filters_timeout: true\n",
+    ));
+    let l = p.listener("in").await;
+    let mut s = tokio::net::TcpStream::connect(l).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"upstream\":\"p\""), "{text}");
+    assert_eq!(
+        p.stat("listener.inbound.downstream_pre_cx_timeout").await,
+        1
+    );
+}
