@@ -137,6 +137,8 @@ pub struct Cluster {
     pub thresholds: Thresholds,
     /// Upstream protocol.
     pub protocol: UpstreamProtocol,
+    /// TLS origination (`transport_socket` `envoy.transport_sockets.tls`).
+    pub tls: Option<Arc<super::tls::UpstreamTls>>,
     /// Idle timeout of upstream connections (default 1h).
     pub idle_timeout: Option<Duration>,
     /// Requests per upstream connection before it is closed.
@@ -292,6 +294,14 @@ impl Cluster {
         if let Some(v) = &c.max_requests_per_connection {
             max_requests_per_connection = Some(v.value);
         }
+        let tls = match &c.transport_socket {
+            None => None,
+            Some(ts) => super::filters::upstream_transport_socket(
+                ts,
+                &join(path, "transport_socket"),
+                protocol == UpstreamProtocol::Http2,
+            )?,
+        };
         let dns_lookup_family = match c.dns_lookup_family {
             0 => DnsLookupFamily::Auto,
             1 => DnsLookupFamily::V4Only,
@@ -351,6 +361,7 @@ impl Cluster {
             eds,
             thresholds,
             protocol,
+            tls,
             idle_timeout,
             max_requests_per_connection,
             http2_initial_stream_window_size: h2

@@ -190,6 +190,11 @@ static TABLE: &[Spec] = &[
         ignored: &[],
     },
     Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        supported: &["common_tls_context", "sni"],
+        ignored: &[],
+    },
+    Spec {
         message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
         supported: &[
             "tls_params",
@@ -602,6 +607,7 @@ static TABLE: &[Spec] = &[
             "dns_jitter",
             "dns_failure_refresh_rate",
             "eds_cluster_config",
+            "transport_socket",
         ],
         ignored: &[
             ("metadata", INFO),

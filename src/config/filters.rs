@@ -33,7 +33,7 @@ pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "upstream transport socket",
-        Support::Refused("upstream TLS is not implemented yet"),
+        Support::Implemented,
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -168,6 +168,37 @@ pub fn downstream_transport_socket(
     >(any, &tp)?;
     Ok(Some(Arc::new(super::tls::DownstreamTls::from_proto(
         &ctx, &tp,
+    )?)))
+}
+
+/// A cluster's transport socket: TLS (`UpstreamTlsContext`) or plaintext (raw_buffer).
+/// `h2`: the cluster speaks HTTP/2.
+pub fn upstream_transport_socket(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    path: &str,
+    h2: bool,
+) -> Result<Option<Arc<super::tls::UpstreamTls>>, ConfigError> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) => a,
+        None if ts.name == "envoy.transport_sockets.raw_buffer" => return Ok(None),
+        None => {
+            return Err(ConfigError::new(
+                join(path, "typed_config"),
+                format!("transport socket {:?} has no typed_config", ts.name),
+            ));
+        }
+    };
+    let tp = join(path, "typed_config");
+    if type_name(&any.type_url) == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
+        return Ok(None);
+    }
+    lookup(any, &tp, "upstream transport socket")?;
+    let ctx = decode::<
+        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext,
+    >(any, &tp)?;
+    Ok(Some(Arc::new(super::tls::UpstreamTls::from_proto(
+        &ctx, &tp, h2,
     )?)))
 }
 

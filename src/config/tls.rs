@@ -348,3 +348,142 @@ fn provider(params: Option<&tls::TlsParameters>, pp: &str) -> Result<CryptoProvi
     }
     Ok(p)
 }
+
+/// A cluster's TLS origination (UpstreamTlsContext).
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// The rustls client configuration (client certificate, verifier, ALPN, versions).
+    pub client: Arc<rustls::ClientConfig>,
+    /// The SNI sent (`sni`), if any.
+    pub sni: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+impl UpstreamTls {
+    /// Converts an UpstreamTlsContext; `path` points at it. `h2`: the cluster speaks HTTP/2,
+    /// so `h2` is offered by ALPN when the context names no protocols (as Envoy does).
+    pub fn from_proto(
+        u: &tls::UpstreamTlsContext,
+        path: &str,
+        h2: bool,
+    ) -> Result<Self, ConfigError> {
+        let cp = join(path, "common_tls_context");
+        let common = u.common_tls_context.clone().unwrap_or_default();
+        let pp = join(&cp, "tls_params");
+        let provider = Arc::new(provider(common.tls_params.as_ref(), &pp)?);
+        let versions = versions(common.tls_params.as_ref(), &pp)?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| ConfigError::new(&pp, e.to_string()))?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &common
+            .validation_context_type
+        {
+            Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) => {
+                let vp = join(&cp, "validation_context");
+                let matchers = san_matchers(v, &vp)?;
+                let Some(ca) = &v.trusted_ca else {
+                    return Err(ConfigError::new(
+                        join(&vp, "trusted_ca"),
+                        "is required: verifying the upstream without a trusted CA is refused, as Envoy refuses it",
+                    ));
+                };
+                let tp = join(&vp, "trusted_ca");
+                Arc::new(crate::tls::verify::SanVerifier {
+                    roots: Arc::new(certs::roots(&certs::read(ca, &tp)?, &tp)?),
+                    provider: provider.clone(),
+                    matchers,
+                })
+            }
+            None => Arc::new(AcceptAny(provider.clone())),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    join(&cp, "validation_context"),
+                    "only an inline validation_context is implemented (SDS is not yet)",
+                ));
+            }
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut client = if common.tls_certificates.is_empty()
+            && common.tls_certificate_sds_secret_configs.is_empty()
+        {
+            builder.with_no_client_auth()
+        } else {
+            let (chain, key) = certificate(&common, &cp)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ConfigError::new(index(&cp, "tls_certificates", 0), e.to_string()))?
+        };
+        client.alpn_protocols = if common.alpn_protocols.is_empty() {
+            if h2 { vec![b"h2".to_vec()] } else { Vec::new() }
+        } else {
+            common
+                .alpn_protocols
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect()
+        };
+        let sni = if u.sni.is_empty() {
+            None
+        } else {
+            Some(
+                rustls_pki_types::ServerName::try_from(u.sni.clone())
+                    .map_err(|e| ConfigError::new(join(path, "sni"), e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            client: Arc::new(client),
+            sni,
+        })
+    }
+}
+
+/// Without a validation context Envoy accepts any upstream certificate (the connection is
+/// encrypted, not authenticated); signatures are still checked.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

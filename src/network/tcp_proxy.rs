@@ -82,13 +82,15 @@ impl TcpProxy {
                 info.response_flags.push(ResponseFlag::UpstreamOverflow);
                 break;
             }
-            match connect(
+            let result = connect(
                 &host.target,
                 cluster.config.connect_timeout,
                 cluster.config.tcp_keepalive,
+                cluster.config.tls.as_deref(),
             )
-            .await
-            {
+            .await;
+            stats.count_tls(&result);
+            match result {
                 Ok(s) => {
                     stats.upstream_cx_total.inc();
                     stats.upstream_cx_active.inc();

@@ -5,3 +5,4 @@
 pub mod certs;
 pub mod san;
 pub mod server;
+pub mod verify;

@@ -11,7 +11,7 @@ use crate::config::tls::DownstreamTls;
 use crate::listener::stream::{DownstreamStream, TlsInfo};
 use crate::stats::{Counter, Store};
 
-/// Envoy's TLS stats of one listener.
+/// Envoy's TLS stats of one listener or cluster.
 #[derive(Debug)]
 pub struct TlsStats {
     prefix: String,
@@ -25,7 +25,7 @@ pub struct TlsStats {
 }
 
 impl TlsStats {
-    /// The stats under `prefix` (`listener.<stat_prefix>.`).
+    /// The stats under `prefix` (`listener.<stat_prefix>.` or `cluster.<name>.`).
     pub fn new(store: &Arc<Store>, prefix: &str) -> Self {
         let c = |n: &str| store.counter(&format!("{prefix}ssl.{n}"));
         Self {
@@ -90,12 +90,11 @@ pub async fn accept(
         stats.no_certificate.inc();
     }
     stats.handshake.inc();
-    if let Some(v) = conn.protocol_version() {
-        stats.tagged("versions", version_name(v));
-    }
-    if let Some(s) = conn.negotiated_cipher_suite() {
-        stats.tagged("ciphers", &cipher_name(s.suite()));
-    }
+    count_session(
+        stats,
+        conn.protocol_version(),
+        conn.negotiated_cipher_suite(),
+    );
     let info = TlsInfo {
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         peer_sans,
@@ -107,15 +106,37 @@ pub async fn accept(
 /// Counts a failed handshake as Envoy does: a missing or unverifiable client certificate
 /// under its own stat, anything else (garbage instead of a ClientHello, a closed or reset
 /// connection, no shared cipher) as a connection error.
-fn count_failure(stats: &TlsStats, e: &std::io::Error) {
+pub fn count_failure(stats: &TlsStats, e: &std::io::Error) {
     let tls_error = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match tls_error {
         Some(rustls::Error::NoCertificatesPresented) => stats.fail_verify_no_cert.inc(),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
+            stats.fail_verify_san.inc()
+        }
         Some(rustls::Error::InvalidCertificate(_)) => stats.fail_verify_error.inc(),
         _ => stats.connection_error.inc(),
     }
+}
+
+/// Counts a completed handshake's version and cipher suite.
+pub fn count_session(
+    stats: &TlsStats,
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::SupportedCipherSuite>,
+) {
+    if let Some(v) = version {
+        stats.tagged("versions", version_name(v));
+    }
+    if let Some(s) = suite {
+        stats.tagged("ciphers", &cipher_name(s.suite()));
+    }
+}
+
+/// Counts a completed upstream handshake.
+pub fn count_handshake(stats: &TlsStats) {
+    stats.handshake.inc();
 }
 
 fn version_name(v: rustls::ProtocolVersion) -> &'static str {

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::config::tls::UpstreamTls;
+
 /// A connected upstream byte stream.
 #[derive(Debug)]
 pub enum UpstreamStream {
@@ -17,6 +19,8 @@ pub enum UpstreamStream {
     Tcp(TcpStream),
     /// Unix domain socket.
     Unix(UnixStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// Why a connect failed.
@@ -28,6 +32,9 @@ pub enum ConnectError {
     /// The socket layer refused.
     #[error("connect failed: {0}")]
     Io(#[from] io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
 }
 
 /// Where to connect.
@@ -39,11 +46,13 @@ pub enum Target {
     Pipe(String),
 }
 
-/// Connects to `target` within `timeout`, applying TCP keepalive settings when given.
+/// Connects to `target` within `timeout` (TLS handshake included when `tls` is set),
+/// applying TCP keepalive settings when given.
 pub async fn connect(
     target: &Target,
     timeout: Duration,
     keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    tls: Option<&UpstreamTls>,
 ) -> Result<UpstreamStream, ConnectError> {
     let fut = async {
         match target {
@@ -63,7 +72,21 @@ pub async fn connect(
                     }
                     socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
                 }
-                Ok(UpstreamStream::Tcp(s))
+                match tls {
+                    None => Ok(UpstreamStream::Tcp(s)),
+                    Some(t) => {
+                        // Without `sni`, the name only selects the session cache entry: no
+                        // SNI is sent for an IP address.
+                        let name = t.sni.clone().unwrap_or_else(|| {
+                            rustls_pki_types::ServerName::IpAddress(addr.ip().into())
+                        });
+                        tokio_rustls::TlsConnector::from(t.client.clone())
+                            .connect(name, s)
+                            .await
+                            .map(|s| UpstreamStream::Tls(Box::new(s)))
+                            .map_err(ConnectError::Tls)
+                    }
+                }
             }
             Target::Pipe(path) => Ok(UpstreamStream::Unix(UnixStream::connect(path).await?)),
         }
@@ -80,23 +103,38 @@ impl UpstreamStream {
         match self {
             UpstreamStream::Tcp(s) => s.local_addr().ok(),
             UpstreamStream::Unix(_) => None,
+            UpstreamStream::Tls(s) => s.get_ref().0.local_addr().ok(),
         }
     }
 
-    /// Whether the socket reported read readiness (data, EOF or an error) since it was last
-    /// drained.
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            UpstreamStream::Tcp(s) => s.poll_read_ready(cx),
-            UpstreamStream::Unix(s) => s.poll_read_ready(cx),
+    /// Whether an idle connection can take a request: the peer has neither closed it nor
+    /// sent anything unasked. Costs a system call only when the socket reported readiness
+    /// since it was last drained; on TLS, records that carry no data (session tickets) are
+    /// consumed.
+    pub fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ready = match self {
+            UpstreamStream::Tcp(s) => s.poll_read_ready(&mut cx),
+            UpstreamStream::Unix(s) => s.poll_read_ready(&mut cx),
+            UpstreamStream::Tls(s) => s.get_ref().0.poll_read_ready(&mut cx),
+        };
+        match ready {
+            Poll::Pending => return true,
+            Poll::Ready(Err(_)) => return false,
+            Poll::Ready(Ok(())) => {}
         }
-    }
-
-    /// A non-blocking read.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut probe = [0u8; 1];
+        let would_block =
+            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         match self {
-            UpstreamStream::Tcp(s) => s.try_read(buf),
-            UpstreamStream::Unix(s) => s.try_read(buf),
+            UpstreamStream::Tcp(s) => would_block(s.try_read(&mut probe)),
+            UpstreamStream::Unix(s) => would_block(s.try_read(&mut probe)),
+            UpstreamStream::Tls(s) => {
+                let mut buf = ReadBuf::new(&mut probe);
+                Pin::new(s.as_mut())
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
+            }
         }
     }
 }
@@ -110,6 +148,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -123,18 +162,21 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
     fn poll_write_vectored(
@@ -145,6 +187,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {

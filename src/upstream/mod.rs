@@ -151,7 +151,11 @@ impl ClusterRuntime {
         added_via_api: bool,
         version: &str,
     ) -> Arc<Self> {
-        let stats = Arc::new(ClusterStats::new(store, &config.stat_name));
+        let stats = Arc::new(ClusterStats::new(
+            store,
+            &config.stat_name,
+            config.tls.is_some(),
+        ));
         let rt = Arc::new(Self {
             hosts: ArcSwap::from_pointee(host_set::HostSet::default()),
             lb: LbState::default(),

@@ -223,7 +223,7 @@ impl Pool {
 
     fn pop_idle(&self) -> Option<Conn> {
         let mut idle = self.idle_h1.lock().ok()?;
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             let expired = self
                 .cluster
                 .idle_timeout
@@ -245,7 +245,7 @@ impl Pool {
             return 0;
         };
         let before = idle.len();
-        idle.retain(|c| c.idle_since.elapsed() < timeout && c.still_open());
+        idle.retain_mut(|c| c.idle_since.elapsed() < timeout && c.still_open());
         before - idle.len()
     }
 
@@ -261,13 +261,15 @@ impl Pool {
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
         self.limits.open.fetch_add(1, Ordering::AcqRel);
-        match connect(
+        let result = connect(
             &self.target,
             self.cluster.connect_timeout,
             self.cluster.tcp_keepalive,
+            self.cluster.tls.as_deref(),
         )
-        .await
-        {
+        .await;
+        self.stats.count_tls(&result);
+        match result {
             Ok(s) => {
                 self.stats.upstream_cx_total.inc();
                 self.stats.upstream_cx_active.inc();

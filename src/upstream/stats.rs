@@ -70,16 +70,42 @@ pub struct ClusterStats {
     store: Arc<Store>,
     /// upstream_rq_<code> and upstream_rq_<class>xx counters seen so far (few distinct codes).
     codes: std::sync::RwLock<Vec<CodeCounters>>,
+    /// `ssl.*`, for clusters that originate TLS.
+    pub ssl: Option<crate::tls::server::TlsStats>,
 }
 
 impl ClusterStats {
     /// Declares every stat of cluster `stat_name`.
-    pub fn new(store: &Arc<Store>, stat_name: &str) -> Self {
+    /// Counts an upstream connect's TLS outcome under `ssl.*` (clusters that originate TLS).
+    pub fn count_tls(
+        &self,
+        result: &Result<super::connect::UpstreamStream, super::connect::ConnectError>,
+    ) {
+        let Some(ssl) = &self.ssl else {
+            return;
+        };
+        match result {
+            Ok(super::connect::UpstreamStream::Tls(s)) => {
+                let conn = s.get_ref().1;
+                crate::tls::server::count_handshake(ssl);
+                crate::tls::server::count_session(
+                    ssl,
+                    conn.protocol_version(),
+                    conn.negotiated_cipher_suite(),
+                );
+            }
+            Err(super::connect::ConnectError::Tls(e)) => crate::tls::server::count_failure(ssl, e),
+            _ => {}
+        }
+    }
+
+    pub fn new(store: &Arc<Store>, stat_name: &str, tls: bool) -> Self {
         let p = format!("cluster.{stat_name}.");
         let c = |n: &str| store.counter(&format!("{p}{n}"));
         let g = |n: &str| store.gauge(&format!("{p}{n}"));
 
         Self {
+            ssl: tls.then(|| crate::tls::server::TlsStats::new(store, &p)),
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
             upstream_cx_http1_total: c("upstream_cx_http1_total"),

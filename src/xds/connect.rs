@@ -23,6 +23,7 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
     let target = host.target.clone();
     let timeout = cluster.config.connect_timeout;
     let keepalive = cluster.config.tcp_keepalive;
+    let tls = cluster.config.tls.clone();
     let uri = format!("http://{}", source.authority);
     let endpoint = Endpoint::from_shared(uri)
         .or_else(|_| Endpoint::from_shared("http://localhost".to_string()))
@@ -33,8 +34,9 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
         .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |_: Uri| {
         let target = target.clone();
+        let tls = tls.clone();
         async move {
-            connect(&target, timeout, keepalive)
+            connect(&target, timeout, keepalive, tls.as_deref())
                 .await
                 .map(TokioIo::new)
                 .map_err(std::io::Error::other)

@@ -405,3 +405,142 @@ async fn listener_filter_timeout_closes_or_continues_as_configured() {
         1
     );
 }
+
+/// An HTTP/1.1 upstream over TLS that requires a client certificate from `ca` and answers
+/// with the SNI it got and the client's first URI SAN.
+async fn tls_upstream(ca: &TestCa, leaf: &Leaf) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            rustls_pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect(),
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let conn = tls.get_ref().1;
+                let sni = conn.server_name().unwrap_or("").to_string();
+                let peer = conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| pilotfish::tls::san::sans(c))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|s| s.kind == pilotfish::tls::san::SanKind::Uri)
+                    .map(|s| s.value)
+                    .unwrap_or_default();
+                let body = serde_json::json!({"sni": sni, "peer": peer}).to_string();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A cluster originating mTLS to `up` with the proxy's certificate, checking the upstream's
+/// SAN against `expect`.
+fn tls_cluster(
+    name: &str,
+    up: SocketAddr,
+    dir: &Path,
+    ca_file: &Path,
+    proxy: &Leaf,
+    expect: &str,
+) -> String {
+    let cert = test_ca::write(dir, &format!("{name}-proxy.pem"), &proxy.cert);
+    let key = test_ca::write(dir, &format!("{name}-proxy.key"), &proxy.key);
+    let extra = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.80_._.{name}.default.svc.cluster.local
+        common_tls_context:
+          tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]
+          validation_context:
+            trusted_ca: {{filename: {}}}
+            match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: "{expect}"}}}}]
+"#,
+        cert.display(),
+        key.display(),
+        ca_file.display()
+    );
+    cluster(name, &[up], &extra)
+}
+
+#[tokio::test]
+async fn upstream_mtls_presents_the_proxy_identity_and_checks_the_upstream_san() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let ca_file = test_ca::write(dir.path(), "ca.pem", &ca.pem);
+    let upstream_id = "spiffe://cluster.local/ns/default/sa/upstream";
+    let up = tls_upstream(&ca, &ca.leaf(upstream_id, &[])).await;
+    let proxy = ca.leaf(CLIENT_ID, &[]);
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}",
+        http_listener("good", &routes_to("b", ""), ""),
+        http_listener("bad", &routes_to("w", ""), ""),
+        tls_cluster("b", up, dir.path(), &ca_file, &proxy, upstream_id),
+        tls_cluster(
+            "w",
+            up,
+            dir.path(),
+            &ca_file,
+            &proxy,
+            "spiffe://cluster.local/ns/default/sa/other"
+        ),
+    );
+    let p = Proxy::start(&yaml);
+    let good = p.listener("good").await;
+    for _ in 0..3 {
+        let (s, _, body) = get(good, "/").await;
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["sni"], "outbound_.80_._.b.default.svc.cluster.local");
+        assert_eq!(v["peer"], CLIENT_ID);
+    }
+    assert_eq!(
+        p.stat("cluster.b.ssl.handshake").await,
+        1,
+        "one pooled connection"
+    );
+    assert_eq!(p.stat("cluster.b.ssl.versions.TLSv1.3").await, 1);
+    let (s, _, body) = get(p.listener("bad").await, "/").await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(p.stat("cluster.w.ssl.fail_verify_san").await, 1);
+    assert_eq!(p.stat("cluster.w.upstream_cx_connect_fail").await, 1);
+}

@@ -82,18 +82,9 @@ impl Conn {
         }
     }
 
-    /// Whether an idle connection can take a request: the upstream has neither closed it nor
-    /// sent anything unasked. Costs a system call only when the socket reported readiness.
-    pub fn still_open(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+    /// Whether an idle connection can take a request (see `UpstreamStream::still_open`).
+    pub fn still_open(&mut self) -> bool {
+        self.io.still_open()
     }
 
     /// Reads more of the response into the buffer; 0 means the upstream closed.
