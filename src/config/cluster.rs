@@ -7,6 +7,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use envoy_types::pb::google::protobuf::Struct;
 use prost::Message;
 
 use super::common::{HostAddress, address, duration, timeout_or};
@@ -100,6 +101,37 @@ pub struct EndpointConfig {
     pub priority: u32,
     /// Health status from config (UNHEALTHY/DRAINING/TIMEOUT hosts take no traffic).
     pub healthy: bool,
+    /// Its `envoy.transport_socket_match` metadata, which picks its transport socket.
+    pub socket_match: Option<Arc<Struct>>,
+}
+
+/// One of a cluster's `transport_socket_matches`.
+#[derive(Debug)]
+pub struct TransportSocketMatch {
+    /// Its name.
+    pub name: String,
+    /// Metadata every field of which an endpoint must carry, equal.
+    pub criteria: Struct,
+    /// Its transport socket (None: plaintext).
+    pub tls: Option<Arc<super::tls::UpstreamTls>>,
+}
+
+impl Cluster {
+    /// The transport socket of an endpoint with `metadata` (its
+    /// `envoy.transport_socket_match`): the first match whose criteria it carries, else the
+    /// cluster's `transport_socket`.
+    pub fn tls_for(&self, metadata: Option<&Struct>) -> Option<Arc<super::tls::UpstreamTls>> {
+        let found = self.transport_socket_matches.iter().find(|m| {
+            m.criteria
+                .fields
+                .iter()
+                .all(|(k, v)| metadata.and_then(|md| md.fields.get(k)) == Some(v))
+        });
+        match found {
+            Some(m) => m.tls.clone(),
+            None => self.tls.clone(),
+        }
+    }
 }
 
 /// An EDS cluster's subscription.
@@ -139,6 +171,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// TLS origination (`transport_socket` `envoy.transport_sockets.tls`).
     pub tls: Option<Arc<super::tls::UpstreamTls>>,
+    /// Transport sockets chosen by endpoint metadata (Istio's auto-mTLS).
+    pub transport_socket_matches: Vec<TransportSocketMatch>,
     /// Idle timeout of upstream connections (default 1h).
     pub idle_timeout: Option<Duration>,
     /// Requests per upstream connection before it is closed.
@@ -302,6 +336,28 @@ impl Cluster {
                 protocol == UpstreamProtocol::Http2,
             )?,
         };
+        let mut transport_socket_matches = Vec::new();
+        for (i, m) in c.transport_socket_matches.iter().enumerate() {
+            let mp = index(path, "transport_socket_matches", i);
+            let tls = match &m.transport_socket {
+                None => {
+                    return Err(ConfigError::new(
+                        join(&mp, "transport_socket"),
+                        "is required",
+                    ));
+                }
+                Some(ts) => super::filters::upstream_transport_socket(
+                    ts,
+                    &join(&mp, "transport_socket"),
+                    protocol == UpstreamProtocol::Http2,
+                )?,
+            };
+            transport_socket_matches.push(TransportSocketMatch {
+                name: m.name.clone(),
+                criteria: m.r#match.clone().unwrap_or_default(),
+                tls,
+            });
+        }
         let dns_lookup_family = match c.dns_lookup_family {
             0 => DnsLookupFamily::Auto,
             1 => DnsLookupFamily::V4Only,
@@ -362,6 +418,7 @@ impl Cluster {
             thresholds,
             protocol,
             tls,
+            transport_socket_matches,
             idle_timeout,
             max_requests_per_connection,
             http2_initial_stream_window_size: h2
@@ -436,8 +493,9 @@ pub fn load_assignment(
         return Err(ConfigError::unsupported(join(lp, "named_endpoints")));
     }
     // Every field is checked here (EDS resources skip the descriptor-based field check, which
-    // would cost a decoded descriptor pool per update); `metadata`, `locality` and the locality
-    // weight are ignored as the field table says.
+    // would cost a decoded descriptor pool per update); of `metadata` only
+    // `envoy.transport_socket_match` is read, and `locality` and the locality weight are
+    // ignored, as the field table says.
     let mut endpoints = Vec::new();
     for (i, loc) in la.endpoints.iter().enumerate() {
         let locp = index(lp, "endpoints", i);
@@ -498,12 +556,18 @@ pub fn load_assignment(
                 ));
             }
             let healthy = matches!(lb.health_status, 0 | 1 | 5);
+            let socket_match = lb
+                .metadata
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+                .map(|s| Arc::new(s.clone()));
             endpoints.push(EndpointConfig {
                 address: addr,
                 hostname: e.hostname.clone(),
                 weight: w,
                 priority: loc.priority,
                 healthy,
+                socket_match,
             });
         }
     }

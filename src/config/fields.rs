@@ -190,6 +190,11 @@ static TABLE: &[Spec] = &[
         ignored: &[],
     },
     Spec {
+        message: "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
+        supported: &["name", "match", "transport_socket"],
+        ignored: &[],
+    },
+    Spec {
         message: "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         supported: &["common_tls_context", "sni"],
         ignored: &[],
@@ -608,6 +613,7 @@ static TABLE: &[Spec] = &[
             "dns_failure_refresh_rate",
             "eds_cluster_config",
             "transport_socket",
+            "transport_socket_matches",
         ],
         ignored: &[
             ("metadata", INFO),
@@ -725,11 +731,13 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.endpoint.v3.LbEndpoint",
-        supported: &["endpoint", "health_status", "load_balancing_weight"],
-        ignored: &[(
+        supported: &[
+            "endpoint",
+            "health_status",
+            "load_balancing_weight",
             "metadata",
-            "kept for transport_socket_matches, which are refused",
-        )],
+        ],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.endpoint.v3.Endpoint",

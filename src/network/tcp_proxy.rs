@@ -86,7 +86,7 @@ impl TcpProxy {
                 &host.target,
                 cluster.config.connect_timeout,
                 cluster.config.tcp_keepalive,
-                cluster.config.tls.as_deref(),
+                host.tls.as_deref(),
             )
             .await;
             stats.count_tls(&result);

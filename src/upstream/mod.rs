@@ -41,6 +41,8 @@ pub struct Host {
     pub healthy: bool,
     /// Requests in flight.
     pub active_requests: AtomicU64,
+    /// Its transport socket (the cluster's, or the one its metadata matched).
+    pub tls: Option<Arc<crate::config::tls::UpstreamTls>>,
     /// Its connection pool, made on first use (most endpoints of a large mesh never see a
     /// request) and kept across endpoint updates that change only weight or health.
     pool: std::sync::OnceLock<Arc<Pool>>,
@@ -55,6 +57,7 @@ impl Host {
                 cluster.stats.clone(),
                 cluster.limits.clone(),
                 self.target.clone(),
+                self.tls.clone(),
             ))
         })
     }
@@ -79,6 +82,8 @@ pub struct HostSpec {
     pub healthy: bool,
     /// Priority level.
     pub priority: u32,
+    /// Transport socket.
+    pub tls: Option<Arc<crate::config::tls::UpstreamTls>>,
 }
 
 impl LbHost for Arc<Host> {
@@ -154,7 +159,11 @@ impl ClusterRuntime {
         let stats = Arc::new(ClusterStats::new(
             store,
             &config.stat_name,
-            config.tls.is_some(),
+            config.tls.is_some()
+                || config
+                    .transport_socket_matches
+                    .iter()
+                    .any(|m| m.tls.is_some()),
         ));
         let rt = Arc::new(Self {
             hosts: ArcSwap::from_pointee(host_set::HostSet::default()),
@@ -171,7 +180,7 @@ impl ClusterRuntime {
         });
         if rt.config.discovery == Discovery::Static {
             rt.set_hosts(
-                static_hosts(&rt.config.endpoints),
+                static_hosts(&rt.config, &rt.config.endpoints),
                 rt.config.overprovisioning_factor,
             );
             rt.initialized.send_replace(true);
@@ -189,15 +198,21 @@ impl ClusterRuntime {
                 Some(h)
                     if h.weight == spec.weight
                         && h.healthy == spec.healthy
-                        && h.hostname == spec.hostname =>
+                        && h.hostname == spec.hostname
+                        && same_tls(&h.tls, &spec.tls) =>
                 {
                     h.clone()
                 }
                 _ => Arc::new(Host {
-                    pool: match same.and_then(|h| h.pool.get()) {
+                    // A pool is kept only while the transport socket stays the same.
+                    pool: match same
+                        .filter(|h| same_tls(&h.tls, &spec.tls))
+                        .and_then(|h| h.pool.get())
+                    {
                         Some(p) => std::sync::OnceLock::from(p.clone()),
                         None => std::sync::OnceLock::new(),
                     },
+                    tls: spec.tls,
                     target: spec.target,
                     hostname: spec.hostname,
                     weight: spec.weight,
@@ -217,7 +232,10 @@ impl ClusterRuntime {
 
     /// Applies an EDS assignment and marks the cluster initialized.
     fn assign(self: &Arc<Self>, a: Arc<Assignment>) {
-        self.set_hosts(static_hosts(&a.endpoints), a.overprovisioning_factor);
+        self.set_hosts(
+            static_hosts(&self.config, &a.endpoints),
+            a.overprovisioning_factor,
+        );
         self.assignment.store(Some(a));
         self.initialized.send_replace(true);
     }
@@ -256,7 +274,18 @@ impl ClusterRuntime {
 }
 
 /// Hosts of endpoints with fixed addresses (DNS names are resolved elsewhere).
-fn static_hosts(endpoints: &[EndpointConfig]) -> Vec<HostSpec> {
+fn same_tls(
+    a: &Option<Arc<crate::config::tls::UpstreamTls>>,
+    b: &Option<Arc<crate::config::tls::UpstreamTls>>,
+) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+fn static_hosts(cluster: &Cluster, endpoints: &[EndpointConfig]) -> Vec<HostSpec> {
     endpoints
         .iter()
         .filter_map(|e| {
@@ -271,6 +300,7 @@ fn static_hosts(endpoints: &[EndpointConfig]) -> Vec<HostSpec> {
                 weight: e.weight,
                 healthy: e.healthy,
                 priority: e.priority,
+                tls: cluster.tls_for(e.socket_match.as_deref()),
             })
         })
         .collect()
@@ -778,6 +808,7 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
                             weight: e.weight,
                             healthy: e.healthy,
                             priority: e.priority,
+                            tls: rt.config.tls_for(e.socket_match.as_deref()),
                         });
                     }
                 }

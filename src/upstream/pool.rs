@@ -51,6 +51,7 @@ pub struct Pool {
     stats: Arc<ClusterStats>,
     limits: Arc<ConnLimits>,
     target: Target,
+    tls: Option<Arc<crate::config::tls::UpstreamTls>>,
     idle_h1: Mutex<Vec<Conn>>,
     h2: tokio::sync::Mutex<Option<H2Slot>>,
 }
@@ -78,12 +79,14 @@ impl Pool {
         stats: Arc<ClusterStats>,
         limits: Arc<ConnLimits>,
         target: Target,
+        tls: Option<Arc<crate::config::tls::UpstreamTls>>,
     ) -> Self {
         Self {
             cluster,
             stats,
             limits,
             target,
+            tls,
             idle_h1: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
         }
@@ -265,7 +268,7 @@ impl Pool {
             &self.target,
             self.cluster.connect_timeout,
             self.cluster.tcp_keepalive,
-            self.cluster.tls.as_deref(),
+            self.tls.as_deref(),
         )
         .await;
         self.stats.count_tls(&result);

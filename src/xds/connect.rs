@@ -23,7 +23,7 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
     let target = host.target.clone();
     let timeout = cluster.config.connect_timeout;
     let keepalive = cluster.config.tcp_keepalive;
-    let tls = cluster.config.tls.clone();
+    let tls = host.tls.clone();
     let uri = format!("http://{}", source.authority);
     let endpoint = Endpoint::from_shared(uri)
         .or_else(|_| Endpoint::from_shared("http://localhost".to_string()))

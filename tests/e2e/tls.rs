@@ -544,3 +544,70 @@ async fn upstream_mtls_presents_the_proxy_identity_and_checks_the_upstream_san()
     assert_eq!(p.stat("cluster.w.ssl.fail_verify_san").await, 1);
     assert_eq!(p.stat("cluster.w.upstream_cx_connect_fail").await, 1);
 }
+
+#[tokio::test]
+async fn transport_socket_matches_pick_mtls_by_endpoint_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let ca_file = test_ca::write(dir.path(), "ca.pem", &ca.pem);
+    let upstream_id = "spiffe://cluster.local/ns/default/sa/upstream";
+    let mesh = tls_upstream(&ca, &ca.leaf(upstream_id, &[])).await;
+    let plain = echo_upstream("plain").await;
+    let proxy = ca.leaf(CLIENT_ID, &[]);
+    let cert = test_ca::write(dir.path(), "proxy.pem", &proxy.cert);
+    let key = test_ca::write(dir.path(), "proxy.key", &proxy.key);
+    // As Istio's auto-mTLS: endpoints labelled tlsMode=istio get mTLS, the others plaintext.
+    let cluster = format!(
+        r#"  - name: b
+    connect_timeout: 1s
+    transport_socket_matches:
+    - name: tlsMode-istio
+      match: {{tlsMode: istio}}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: outbound_.80_._.b.default.svc.cluster.local
+          common_tls_context:
+            tls_certificates: [{{certificate_chain: {{filename: {cert}}}, private_key: {{filename: {key}}}}}]
+            validation_context:
+              trusted_ca: {{filename: {ca}}}
+              match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: "{upstream_id}"}}}}]
+    - name: tlsMode-disabled
+      match: {{}}
+      transport_socket: {{name: envoy.transport_sockets.raw_buffer}}
+    load_assignment:
+      cluster_name: b
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mesh_port}}}}}}}
+          metadata: {{filter_metadata: {{envoy.transport_socket_match: {{tlsMode: istio}}}}}}
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {plain_port}}}}}}}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        ca = ca_file.display(),
+        mesh_port = mesh.port(),
+        plain_port = plain.port(),
+    );
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{cluster}",
+        http_listener("in", &routes_to("b", ""), ""),
+    );
+    let p = Proxy::start(&yaml);
+    let l = p.listener("in").await;
+    let (mut mtls, mut plaintext) = (0, 0);
+    for _ in 0..6 {
+        let (s, _, body) = get(l, "/").await;
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["peer"] == CLIENT_ID {
+            mtls += 1;
+        } else {
+            assert_eq!(v["upstream"], "plain", "{body}");
+            plaintext += 1;
+        }
+    }
+    assert_eq!((mtls, plaintext), (3, 3), "round robin over both endpoints");
+    assert_eq!(p.stat("cluster.b.ssl.handshake").await, 1);
+}
