@@ -11,5 +11,6 @@ mod support;
 mod tcp;
 mod test_ca;
 mod tls;
+mod tls_interop;
 mod upstream_http1;
 mod xds;

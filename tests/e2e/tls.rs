@@ -61,6 +61,12 @@ fn tls_bootstrap(
     )
 }
 
+/// The STRICT listener of `tls_bootstrap`: a client certificate from `ca` with the client's
+/// SPIFFE identity is required.
+pub fn strict_bootstrap(dir: &Path, ca: &TestCa, server: &Leaf, up: SocketAddr) -> String {
+    tls_bootstrap(dir, ca, server, up, STRICT, "")
+}
+
 const STRICT: &str = "            validation_context:
               trusted_ca: {filename: CA_FILE}
               match_typed_subject_alt_names:
@@ -473,7 +479,7 @@ async fn tls_upstream(ca: &TestCa, leaf: &Leaf) -> SocketAddr {
 
 /// A cluster originating mTLS to `up` with the proxy's certificate, checking the upstream's
 /// SAN against `expect`.
-fn tls_cluster(
+pub fn tls_cluster(
     name: &str,
     up: SocketAddr,
     dir: &Path,
