@@ -42,6 +42,8 @@ pub struct StreamInfo {
     pub downstream_local_address: Option<SocketAddr>,
     /// The downstream peer.
     pub downstream_remote_address: Option<SocketAddr>,
+    /// The downstream TLS session, on TLS connections.
+    pub downstream_tls: Option<std::sync::Arc<crate::listener::stream::TlsInfo>>,
     /// The route's name.
     pub route_name: Option<String>,
 }
@@ -84,6 +86,14 @@ enum Operator {
     },
     RouteName,
     Hostname,
+    /// The downstream client certificate's URI SANs, comma-separated.
+    DownstreamPeerUriSan,
+    /// The proxy's own certificate's URI SANs on the downstream connection.
+    DownstreamLocalUriSan,
+    /// `TLSv1.2` / `TLSv1.3`.
+    DownstreamTlsVersion,
+    /// The SNI of the downstream connection.
+    RequestedServerName,
     /// Operators whose value pilotfish never has on plaintext HTTP/TCP (TLS peer details,
     /// transport failure reasons): rendered as absent, as Envoy renders them there.
     Absent,
@@ -254,15 +264,15 @@ fn operator(token: &str) -> Result<Segment, String> {
             None,
         ) => Operator::DownstreamRemoteAddress { port: false },
         ("ROUTE_NAME", None) => Operator::RouteName,
+        ("DOWNSTREAM_PEER_URI_SAN", None) => Operator::DownstreamPeerUriSan,
+        ("DOWNSTREAM_LOCAL_URI_SAN", None) => Operator::DownstreamLocalUriSan,
+        ("DOWNSTREAM_TLS_VERSION", None) => Operator::DownstreamTlsVersion,
+        ("REQUESTED_SERVER_NAME", None) => Operator::RequestedServerName,
         ("HOSTNAME", None) => Operator::Hostname,
         (
-            "REQUESTED_SERVER_NAME"
-            | "UPSTREAM_TRANSPORT_FAILURE_REASON"
+            "UPSTREAM_TRANSPORT_FAILURE_REASON"
             | "CONNECTION_TERMINATION_DETAILS"
-            | "DOWNSTREAM_PEER_URI_SAN"
-            | "DOWNSTREAM_LOCAL_URI_SAN"
             | "DOWNSTREAM_PEER_SUBJECT"
-            | "DOWNSTREAM_TLS_VERSION"
             | "UPSTREAM_PEER_URI_SAN",
             None,
         ) => Operator::Absent,
@@ -285,6 +295,25 @@ fn value(op: &Operator, max: Option<usize>, info: &StreamInfo) -> Option<String>
                     .map(str::to_string)
             })
         }),
+        Operator::DownstreamPeerUriSan => info.downstream_tls.as_ref().and_then(|t| {
+            let uris: Vec<&str> = t
+                .peer_sans
+                .iter()
+                .filter(|s| s.kind == crate::tls::san::SanKind::Uri)
+                .map(|s| s.value.as_str())
+                .collect();
+            (!uris.is_empty()).then(|| uris.join(","))
+        }),
+        Operator::DownstreamLocalUriSan => info
+            .downstream_tls
+            .as_ref()
+            .filter(|t| !t.local_uri_sans.is_empty())
+            .map(|t| t.local_uri_sans.join(",")),
+        Operator::DownstreamTlsVersion => info
+            .downstream_tls
+            .as_ref()
+            .and_then(|t| t.version.map(str::to_string)),
+        Operator::RequestedServerName => info.downstream_tls.as_ref().and_then(|t| t.sni.clone()),
         Operator::Protocol => info.protocol.map(str::to_string),
         Operator::ResponseCode => Some(info.response_code.unwrap_or(0).to_string()),
         Operator::ResponseFlags => Some(if info.response_flags.is_empty() {

@@ -22,6 +22,8 @@ pub struct DownstreamTls {
     pub require_client_certificate: bool,
     /// The client certificate's SANs must pass one of these (none: any).
     pub san_matchers: Vec<SanMatcher>,
+    /// The URI SANs of its own certificate (`%DOWNSTREAM_LOCAL_URI_SAN%`).
+    pub local_uri_sans: Arc<[String]>,
 }
 
 impl DownstreamTls {
@@ -98,6 +100,11 @@ impl DownstreamTls {
             None => builder.with_no_client_auth(),
         };
         let (chain, key) = certificate(&common, &cp)?;
+        let local_uri_sans: Arc<[String]> = crate::tls::san::sans(&chain[0])
+            .into_iter()
+            .filter(|s| s.kind == SanKind::Uri)
+            .map(|s| s.value)
+            .collect();
         let cert_path = index(&cp, "tls_certificates", 0);
         let mismatch = |e: rustls::Error| match e {
             rustls::Error::InconsistentKeys(_) => ConfigError::new(
@@ -121,6 +128,7 @@ impl DownstreamTls {
             server: Arc::new(server),
             require_client_certificate: require,
             san_matchers,
+            local_uri_sans,
         })
     }
 }

@@ -184,16 +184,23 @@ impl HttpConnectionManager {
         let conn_drain = drain.clone();
         let conn_activity = activity.clone();
         let local = io.local_addr().unwrap_or(remote);
+        let tls_facts = if self.config.access_logs.is_empty() {
+            None
+        } else {
+            io.tls_log_facts()
+        };
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let srv = srv.clone();
             let drain = conn_drain.clone();
             let activity = conn_activity.clone();
+            let tls_facts = tls_facts.clone();
             async move {
                 let guard = activity.start(&hcm.stats, req.version());
                 let mut req = req;
-                let log = (!hcm.config.access_logs.is_empty())
-                    .then(|| PendingLog::start(&hcm.config.access_logs, &mut req, local, remote));
+                let log = (!hcm.config.access_logs.is_empty()).then(|| {
+                    PendingLog::start(&hcm.config.access_logs, &mut req, local, remote, tls_facts)
+                });
                 let resp = hcm.handle(&srv, req, remote, &drain).await;
                 let resp = match log {
                     Some(log) => log.finish(resp),

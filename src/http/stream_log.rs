@@ -52,6 +52,7 @@ impl PendingLog {
         req: &mut Request<Incoming>,
         local: SocketAddr,
         remote: SocketAddr,
+        tls: Option<Arc<crate::listener::stream::TlsInfo>>,
     ) -> Self {
         let received = BytesReceived::default();
         req.extensions_mut().insert(received.clone());
@@ -79,6 +80,7 @@ impl PendingLog {
             }),
             downstream_local_address: Some(local),
             downstream_remote_address: Some(remote),
+            downstream_tls: tls,
             ..Default::default()
         };
         Self {

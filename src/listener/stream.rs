@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::tls::san::San;
+use std::sync::Arc;
 
 /// What the TLS handshake learned about the peer.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,10 @@ pub struct TlsInfo {
     pub peer_sans: Vec<San>,
     /// The SNI the client sent.
     pub sni: Option<String>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: Option<&'static str>,
+    /// The URI SANs of the proxy's own certificate.
+    pub local_uri_sans: Arc<[String]>,
 }
 
 /// A downstream connection.
@@ -51,6 +56,11 @@ impl DownstreamStream {
     /// The peer address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
+    }
+
+    /// The TLS facts a connection's access logs need (None on plaintext).
+    pub fn tls_log_facts(&self) -> Option<Arc<TlsInfo>> {
+        self.tls().map(|t| Arc::new(t.clone()))
     }
 
     /// TLS facts, for a TLS connection.

@@ -48,6 +48,7 @@ impl TcpProxy {
             start: Some(SystemTime::now()),
             downstream_local_address: down.local_addr().ok(),
             downstream_remote_address: down.peer_addr().ok(),
+            downstream_tls: down.tls_log_facts(),
             ..Default::default()
         };
         let started = Instant::now();

@@ -99,6 +99,8 @@ pub async fn accept(
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         peer_sans,
         sni: conn.server_name().map(str::to_string),
+        version: conn.protocol_version().map(version_name),
+        local_uri_sans: tls.local_uri_sans.clone(),
     };
     Some(DownstreamStream::Tls(Box::new(stream), Box::new(info)))
 }

@@ -617,3 +617,36 @@ async fn transport_socket_matches_pick_mtls_by_endpoint_metadata() {
     assert_eq!((mtls, plaintext), (3, 3), "round robin over both endpoints");
     assert_eq!(p.stat("cluster.b.ssl.handshake").await, 1);
 }
+
+#[tokio::test]
+async fn access_logs_carry_the_downstream_tls_identity() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let yaml = strict_bootstrap(dir.path(), &ca, &server, up).replace(
+        "          stat_prefix: in\n",
+        &format!(
+            "          stat_prefix: in\n          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_LOCAL_URI_SAN% %DOWNSTREAM_TLS_VERSION% %REQUESTED_SERVER_NAME%\\n\"}}}}\n",
+            log.display()
+        ),
+    );
+    let p = Proxy::start_with(&yaml, &["--file-flush-interval-msec", "50"]);
+    let l = p.listener("in").await;
+    let client = ca.leaf(CLIENT_ID, &[]);
+    let cfg = test_ca::client_config(&ca.pem, Some(&client), &[]);
+    assert_eq!(test_ca::get(l, cfg).await, Ok(200));
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        line.trim_end(),
+        format!("{CLIENT_ID} {SERVER_ID} TLSv1.3 server.test")
+    );
+}
