@@ -26,8 +26,27 @@ pub enum Codec {
 pub enum ForwardClientCert {
     /// Remove x-forwarded-client-cert.
     Sanitize,
-    /// Pass it through unchanged (plaintext connections have no cert to add).
-    Forward,
+    /// Pass it through on mTLS connections; remove it otherwise.
+    ForwardOnly,
+    /// On mTLS connections append the client certificate's details; remove it otherwise.
+    AppendForward,
+    /// On mTLS connections replace it with the client certificate's details; remove it
+    /// otherwise.
+    SanitizeSet,
+    /// Always pass it through.
+    AlwaysForwardOnly,
+}
+
+/// `set_current_client_cert_details`: which client certificate fields x-forwarded-client-cert
+/// carries (By and Hash always).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCertDetails {
+    /// Subject.
+    pub subject: bool,
+    /// DNS SANs.
+    pub dns: bool,
+    /// URI SANs.
+    pub uri: bool,
 }
 
 /// The route table of a connection manager: inline, or fetched by RDS.
@@ -103,6 +122,8 @@ pub struct HcmConfig {
     pub merge_slashes: bool,
     /// XFCC handling.
     pub forward_client_cert: ForwardClientCert,
+    /// The fields APPEND_FORWARD and SANITIZE_SET add.
+    pub client_cert_details: ClientCertDetails,
     /// Access logs written as each request ends.
     pub access_logs: Vec<std::sync::Arc<crate::access_log::AccessLogger>>,
     /// `tracing` is set (tracing decisions would be made).
@@ -277,13 +298,32 @@ impl HcmConfig {
         let access_logs = crate::access_log::from_protos(&h.access_log, path, "access_log")?;
         let forward_client_cert = match h.forward_client_cert_details {
             0 => ForwardClientCert::Sanitize,
-            1..=3 => ForwardClientCert::Forward,
-            4 => ForwardClientCert::Sanitize,
+            1 => ForwardClientCert::ForwardOnly,
+            2 => ForwardClientCert::AppendForward,
+            3 => ForwardClientCert::SanitizeSet,
+            4 => ForwardClientCert::AlwaysForwardOnly,
             n => {
                 return Err(ConfigError::new(
                     join(path, "forward_client_cert_details"),
                     format!("unknown value {n}"),
                 ));
+            }
+        };
+        let client_cert_details = match &h.set_current_client_cert_details {
+            None => ClientCertDetails::default(),
+            Some(d) => {
+                let p = join(path, "set_current_client_cert_details");
+                if d.cert || d.chain {
+                    return Err(ConfigError::new(
+                        join(&p, if d.cert { "cert" } else { "chain" }),
+                        "the PEM certificate in x-forwarded-client-cert is not implemented yet",
+                    ));
+                }
+                ClientCertDetails {
+                    subject: d.subject.as_ref().is_some_and(|v| v.value),
+                    dns: d.dns,
+                    uri: d.uri,
+                }
             }
         };
         let via = if h.via.is_empty() {
@@ -366,6 +406,7 @@ impl HcmConfig {
             normalize_path: h.normalize_path.as_ref().map(|v| v.value).unwrap_or(false),
             merge_slashes: h.merge_slashes,
             forward_client_cert,
+            client_cert_details,
             reject_underscore_headers,
             access_logs,
             tracing: h.tracing.is_some(),

@@ -184,6 +184,22 @@ impl HttpConnectionManager {
         let conn_drain = drain.clone();
         let conn_activity = activity.clone();
         let local = io.local_addr().unwrap_or(remote);
+        let conn_tls = io.tls().map(|t| {
+            use crate::config::hcm::ForwardClientCert as F;
+            let needs_details = matches!(
+                self.config.forward_client_cert,
+                F::AppendForward | F::SanitizeSet
+            );
+            Arc::new(ConnTls {
+                client_cert: t.peer_cert.as_ref().map(|_| {
+                    if needs_details {
+                        super::xfcc::details(t, self.config.client_cert_details).unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                }),
+            })
+        });
         let tls_facts = if self.config.access_logs.is_empty() {
             None
         } else {
@@ -195,9 +211,13 @@ impl HttpConnectionManager {
             let drain = conn_drain.clone();
             let activity = conn_activity.clone();
             let tls_facts = tls_facts.clone();
+            let conn_tls = conn_tls.clone();
             async move {
                 let guard = activity.start(&hcm.stats, req.version());
                 let mut req = req;
+                if let Some(t) = conn_tls {
+                    req.extensions_mut().insert(t);
+                }
                 let log = (!hcm.config.access_logs.is_empty()).then(|| {
                     PendingLog::start(&hcm.config.access_logs, &mut req, local, remote, tls_facts)
                 });
@@ -425,7 +445,14 @@ impl HttpConnectionManager {
     ) -> Response<Body> {
         let cfg = &self.config;
         let stats = &self.stats;
-        let decision = super::headers::mutate_request(cfg, req.headers_mut(), remote.ip(), false);
+        let conn_tls = req.extensions().get::<Arc<ConnTls>>().cloned();
+        let decision = super::headers::mutate_request(
+            cfg,
+            req.headers_mut(),
+            remote.ip(),
+            conn_tls.is_some(),
+            conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
+        );
         let Some(rc) = self.routes.current() else {
             // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
             stats.no_route.inc();
@@ -451,7 +478,7 @@ impl HttpConnectionManager {
             headers: req.headers(),
             method: method.as_str(),
             authority,
-            scheme: "http",
+            scheme: if conn_tls.is_some() { "https" } else { "http" },
         };
         let Some(vh) = find_virtual_host(&rc, authority) else {
             stats.no_route.inc();
@@ -564,6 +591,14 @@ impl HttpConnectionManager {
         }
         resp
     }
+}
+
+/// What the connection manager keeps of a connection's TLS session for its requests.
+#[derive(Debug)]
+struct ConnTls {
+    /// The client certificate's x-forwarded-client-cert element (empty when the mode does not
+    /// add one); None without a client certificate.
+    client_cert: Option<String>,
 }
 
 /// Whether `require_tls` sends this request to https: the request counts as TLS when

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::hcm::{ForwardClientCert, HcmConfig};
+use crate::config::hcm::HcmConfig;
 
 static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -47,12 +47,14 @@ fn is_internal(cfg: &HcmConfig, ip: IpAddr) -> bool {
 }
 
 /// Mutates request headers before routing. `remote` is the peer address, `tls` whether the
-/// downstream connection is encrypted.
+/// downstream connection is encrypted, `client_cert` the x-forwarded-client-cert element of
+/// its client certificate (None without one).
 pub fn mutate_request(
     cfg: &HcmConfig,
     headers: &mut HeaderMap,
     remote: IpAddr,
     tls: bool,
+    client_cert: Option<&str>,
 ) -> Decision {
     let scheme = if tls { "https" } else { "http" };
     let internal;
@@ -91,10 +93,8 @@ pub fn mutate_request(
             sanitize_envoy_headers(headers);
         }
     }
-    // Plaintext connections carry no client certificate: FORWARD_ONLY, APPEND_FORWARD and
-    // ALWAYS_FORWARD_ONLY pass the header through unchanged; SANITIZE and SANITIZE_SET remove it.
-    if cfg.forward_client_cert == ForwardClientCert::Sanitize && present.xfcc {
-        headers.remove(&XFCC);
+    if present.xfcc || client_cert.is_some() {
+        super::xfcc::mutate(cfg.forward_client_cert, headers, client_cert);
     }
     let keep_id =
         present.xrid && (internal || cfg.preserve_external_request_id || !cfg.use_remote_address);

@@ -13,6 +13,7 @@ pub mod route_match;
 pub mod router;
 pub mod stats;
 pub mod stream_log;
+pub mod xfcc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};

@@ -19,6 +19,8 @@ pub struct TlsInfo {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's SANs (empty without one).
     pub peer_sans: Vec<San>,
+    /// The client certificate (DER), if one was presented.
+    pub peer_cert: Option<Arc<[u8]>>,
     /// The SNI the client sent.
     pub sni: Option<String>,
     /// `TLSv1.2` or `TLSv1.3`.

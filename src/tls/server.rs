@@ -98,6 +98,10 @@ pub async fn accept(
     let info = TlsInfo {
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         peer_sans,
+        peer_cert: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::from(c.as_ref())),
         sni: conn.server_name().map(str::to_string),
         version: conn.protocol_version().map(version_name),
         local_uri_sans: tls.local_uri_sans.clone(),

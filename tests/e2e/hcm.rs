@@ -357,3 +357,38 @@ async fn require_tls_redirects_plaintext_requests() {
     // Loopback is an internal address: no redirect.
     assert_eq!(get(external.listener("in").await, "/").await.0, 200);
 }
+
+#[tokio::test]
+async fn x_forwarded_client_cert_from_a_plaintext_client_is_removed_unless_always_forwarded() {
+    let up = echo_upstream("a").await;
+    for (mode, kept) in [
+        ("SANITIZE", false),
+        ("FORWARD_ONLY", false),
+        ("APPEND_FORWARD", false),
+        ("SANITIZE_SET", false),
+        ("ALWAYS_FORWARD_ONLY", true),
+    ] {
+        let p = Proxy::start(&one_route(
+            up,
+            &format!("          forward_client_cert_details: {mode}\n"),
+            "",
+            "",
+        ));
+        let (s, _, body) = http1_request(
+            p.listener("in").await,
+            "GET",
+            "/",
+            "x",
+            &[("x-forwarded-client-cert", "By=spoofed")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["headers"].get("x-forwarded-client-cert").is_some(),
+            kept,
+            "{mode}: {body}"
+        );
+    }
+}

@@ -650,3 +650,43 @@ async fn access_logs_carry_the_downstream_tls_identity() {
         format!("{CLIENT_ID} {SERVER_ID} TLSv1.3 server.test")
     );
 }
+
+#[tokio::test]
+async fn x_forwarded_client_cert_carries_the_client_identity() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let server = ca.leaf(SERVER_ID, &["server.test"]);
+    let yaml = strict_bootstrap(dir.path(), &ca, &server, up).replace(
+        "          stat_prefix: in\n",
+        "          stat_prefix: in\n          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: {subject: true, uri: true}\n",
+    );
+    let p = Proxy::start(&yaml);
+    let l = p.listener("in").await;
+    let client = ca.leaf(CLIENT_ID, &[]);
+    let cfg = test_ca::client_config(&ca.pem, Some(&client), &[]);
+    let mut s = test_ca::connect(l, cfg).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: server.test\r\nx-forwarded-client-cert: By=upstream-hop;Hash=00\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(client.cert.as_bytes()).unwrap();
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        v["headers"]["x-forwarded-client-cert"],
+        format!(
+            "By=upstream-hop;Hash=00,By={SERVER_ID};Hash={hash};Subject=\"CN=rcgen self signed cert\";URI={CLIENT_ID}"
+        )
+    );
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+}
