@@ -19,6 +19,8 @@ use pilotfish::xds::harness::{
     ControlPlane, from_yaml, load_assignment, rds_listener, weighted_route,
 };
 use pilotfish::xds::type_url;
+
+mod common;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -37,80 +39,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// A minimal HTTP/1.1 upstream answering 200 with a small body on keep-alive connections.
-async fn upstream() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut pending = Vec::new();
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    pending.extend_from_slice(&buf[..n]);
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        pending.drain(..end + 4);
-                        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(r).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// One keep-alive HTTP/1.1 client connection.
-struct Client {
-    s: tokio::net::TcpStream,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok(Self { s })
-    }
-
-    /// Sends GET / and returns the status.
-    async fn get(&mut self) -> std::io::Result<u16> {
-        self.s
-            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = self.s.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < end + 4 + len {
-                    let n = self.s.read(&mut chunk).await?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                return Ok(head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0));
-            }
-        }
-    }
 }
 
 fn cluster(i: usize) -> Cluster {
@@ -301,7 +229,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 /// Sequential requests for `d`; returns their latencies.
 async fn latencies(addr: SocketAddr, d: Duration) -> Vec<Duration> {
-    let mut c = Client::connect(addr).await.unwrap();
+    let mut c = common::Client::connect(addr).await.unwrap();
     let mut out = Vec::new();
     let end = Instant::now() + d;
     while Instant::now() < end {
@@ -324,7 +252,7 @@ async fn main() {
     let n_clusters = env_or("CLUSTERS", 10_000);
     let n_listeners = env_or("LISTENERS", 1_000);
     let n_endpoints = env_or("ENDPOINTS", 10);
-    let up = upstream().await;
+    let up = common::upstream(2).await;
     let cp = ControlPlane::new();
     let cp_addr = cp.serve_tcp(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     cp.set::<Cluster>("0", &[]);
@@ -371,7 +299,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     loop {
-        if let Ok(mut c) = Client::connect(l0).await
+        if let Ok(mut c) = common::Client::connect(l0).await
             && let Ok(200) = c.get().await
         {
             break;
