@@ -59,14 +59,6 @@ fn certificates() -> (String, Pem, Pem) {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -304,7 +296,7 @@ fn main() {
         std::fs::write(dir.path().join("server.pem"), &server.cert).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key).unwrap();
         let up = common::upstream(1024).await;
-        let (plain, mtls, ng) = (free_port(), free_port(), free_port());
+        let (plain, mtls, ng) = (common::free_port(), common::free_port(), common::free_port());
         let _pf = pilotfish(dir.path(), up, plain, mtls);
         let ng_proc = nginx(dir.path(), up, ng);
         wait_port(plain).await;

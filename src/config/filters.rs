@@ -141,12 +141,13 @@ fn decode<M: Message + Default>(any: &Any, path: &str) -> Result<M, ConfigError>
         .map_err(|e| ConfigError::new(path, format!("cannot decode {}: {e}", any.type_url)))
 }
 
-/// A filter chain's transport socket: TLS (`DownstreamTlsContext`) or, by name or type,
-/// plaintext (`envoy.transport_sockets.raw_buffer`).
-pub fn downstream_transport_socket(
-    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+/// A transport socket's typed_config, or None for plaintext (`envoy.transport_sockets.raw_buffer`
+/// by name or type); `kind` is the registry kind it must be (downstream or upstream).
+fn transport_socket_config<'a>(
+    ts: &'a envoy_types::pb::envoy::config::core::v3::TransportSocket,
     path: &str,
-) -> Result<Option<Arc<super::tls::DownstreamTls>>, ConfigError> {
+    kind: &str,
+) -> Result<Option<(&'a Any, String)>, ConfigError> {
     use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
     let any = match &ts.config_type {
         Some(ConfigType::TypedConfig(a)) => a,
@@ -162,7 +163,18 @@ pub fn downstream_transport_socket(
     if type_name(&any.type_url) == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
         return Ok(None);
     }
-    lookup(any, &tp, "downstream transport socket")?;
+    lookup(any, &tp, kind)?;
+    Ok(Some((any, tp)))
+}
+
+/// A filter chain's transport socket: TLS (`DownstreamTlsContext`) or plaintext.
+pub fn downstream_transport_socket(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    path: &str,
+) -> Result<Option<Arc<super::tls::DownstreamTls>>, ConfigError> {
+    let Some((any, tp)) = transport_socket_config(ts, path, "downstream transport socket")? else {
+        return Ok(None);
+    };
     let ctx = decode::<
         envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext,
     >(any, &tp)?;
@@ -171,29 +183,16 @@ pub fn downstream_transport_socket(
     )?)))
 }
 
-/// A cluster's transport socket: TLS (`UpstreamTlsContext`) or plaintext (raw_buffer).
-/// `h2`: the cluster speaks HTTP/2.
+/// A cluster's transport socket: TLS (`UpstreamTlsContext`) or plaintext. `h2`: the cluster
+/// speaks HTTP/2.
 pub fn upstream_transport_socket(
     ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
     path: &str,
     h2: bool,
 ) -> Result<Option<Arc<super::tls::UpstreamTls>>, ConfigError> {
-    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-    let any = match &ts.config_type {
-        Some(ConfigType::TypedConfig(a)) => a,
-        None if ts.name == "envoy.transport_sockets.raw_buffer" => return Ok(None),
-        None => {
-            return Err(ConfigError::new(
-                join(path, "typed_config"),
-                format!("transport socket {:?} has no typed_config", ts.name),
-            ));
-        }
-    };
-    let tp = join(path, "typed_config");
-    if type_name(&any.type_url) == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
+    let Some((any, tp)) = transport_socket_config(ts, path, "upstream transport socket")? else {
         return Ok(None);
-    }
-    lookup(any, &tp, "upstream transport socket")?;
+    };
     let ctx = decode::<
         envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext,
     >(any, &tp)?;

@@ -396,12 +396,17 @@ impl UpstreamTls {
                 };
                 let tp = join(&vp, "trusted_ca");
                 Arc::new(crate::tls::verify::SanVerifier {
-                    roots: Arc::new(certs::roots(&certs::read(ca, &tp)?, &tp)?),
+                    roots: Some(Arc::new(certs::roots(&certs::read(ca, &tp)?, &tp)?)),
                     provider: provider.clone(),
                     matchers,
                 })
             }
-            None => Arc::new(AcceptAny(provider.clone())),
+            // Without a validation context Envoy accepts any upstream certificate.
+            None => Arc::new(crate::tls::verify::SanVerifier {
+                roots: None,
+                provider: provider.clone(),
+                matchers: Vec::new(),
+            }),
             Some(_) => {
                 return Err(ConfigError::new(
                     join(&cp, "validation_context"),
@@ -443,55 +448,5 @@ impl UpstreamTls {
             client: Arc::new(client),
             sni,
         })
-    }
-}
-
-/// Without a validation context Envoy accepts any upstream certificate (the connection is
-/// encrypted, not authenticated); signatures are still checked.
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -1,6 +1,7 @@
 //! Verifying an upstream's certificate as Envoy does: the chain must lead to the trusted CA,
 //! and the SANs must pass the context's matchers. There is no hostname check (Envoy does
-//! none; Istio's SNI values are not host names).
+//! none; Istio's SNI values are not host names). Without a validation context any
+//! certificate is accepted, as Envoy accepts it (the handshake signature is still checked).
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use super::san::{self, SanMatcher};
 /// The verifier of an UpstreamTlsContext's validation context.
 #[derive(Debug)]
 pub struct SanVerifier {
-    /// Trusted CAs.
-    pub roots: Arc<RootCertStore>,
+    /// Trusted CAs; None: no validation context, any certificate.
+    pub roots: Option<Arc<RootCertStore>>,
     /// Signature algorithms.
     pub provider: Arc<CryptoProvider>,
     /// SAN matchers (none: any SAN).
@@ -31,10 +32,13 @@ impl ServerCertVerifier for SanVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,

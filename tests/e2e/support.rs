@@ -401,6 +401,11 @@ pub async fn ws_echo() -> SocketAddr {
     .await
 }
 
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    closed_port().port()
+}
+
 /// A port that nothing listens on.
 pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -328,6 +328,15 @@ fn permissive(dir: &Path, ca: &TestCa, ups: [SocketAddr; 3], listener_extra: &st
     )
 }
 
+/// Echo upstreams `a`, `t` and `p` for `permissive`.
+async fn three_upstreams() -> [SocketAddr; 3] {
+    [
+        echo_upstream("a").await,
+        echo_upstream("t").await,
+        echo_upstream("p").await,
+    ]
+}
+
 fn upstream_name(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     v["upstream"].as_str().unwrap_or("").to_string()
@@ -335,11 +344,7 @@ fn upstream_name(body: &str) -> String {
 
 #[tokio::test]
 async fn tls_inspector_serves_tls_and_plaintext_on_one_port_and_matches_sni() {
-    let ups = [
-        echo_upstream("a").await,
-        echo_upstream("t").await,
-        echo_upstream("p").await,
-    ];
+    let ups = three_upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("root");
     let p = Proxy::start(&permissive(dir.path(), &ca, ups, ""));
@@ -361,11 +366,7 @@ async fn tls_inspector_serves_tls_and_plaintext_on_one_port_and_matches_sni() {
 #[tokio::test]
 async fn listener_filter_timeout_closes_or_continues_as_configured() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ups = [
-        echo_upstream("a").await,
-        echo_upstream("t").await,
-        echo_upstream("p").await,
-    ];
+    let ups = three_upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("root");
     // Closing: a client that sends nothing is dropped at the timeout.

@@ -106,15 +106,6 @@ async fn curl_passes_strict_mtls_with_its_certificate_and_negotiates_http2() {
     assert_eq!(p.stat("listener.tls.ssl.handshake").await, 2);
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn openssl_s_server_is_an_mtls_upstream() {
     if !have("openssl") {

@@ -527,14 +527,6 @@ resources:
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn harness_binary_replays_files_over_a_unix_socket() {
     let up = echo_upstream("a").await;
