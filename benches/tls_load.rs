@@ -35,6 +35,11 @@ struct Pem {
 fn certificates() -> (String, Pem, Pem) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A subject of its own: OpenSSL (nginx) takes a leaf whose issuer equals its subject for
+    // a self-signed certificate.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bench CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
@@ -43,6 +48,7 @@ fn certificates() -> (String, Pem, Pem) {
             CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
         p.subject_alt_names
             .push(SanType::URI(uri.try_into().unwrap()));
+        p.distinguished_name.push(rcgen::DnType::CommonName, uri);
         let key = KeyPair::generate().unwrap();
         Pem {
             cert: p.signed_by(&key, &issuer).unwrap().pem(),
@@ -184,26 +190,28 @@ http {{
     ))
 }
 
+/// The client's TLS configuration. Session resumption is off, so every new connection is a
+/// full handshake on both proxies.
 fn client_config(ca: &str, client: &Pem) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            CertificateDer::pem_slice_iter(client.cert.as_bytes())
-                .map(|c| c.unwrap())
-                .collect(),
-            PrivateKeyDer::from_pem_slice(client.key.as_bytes()).unwrap(),
-        )
-        .unwrap(),
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        CertificateDer::pem_slice_iter(client.cert.as_bytes())
+            .map(|c| c.unwrap())
+            .collect(),
+        PrivateKeyDer::from_pem_slice(client.key.as_bytes()).unwrap(),
     )
+    .unwrap();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
 }
 
 async fn tls_connect(
