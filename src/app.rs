@@ -300,6 +300,7 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
         tokio::spawn(crate::admin::serve(server.clone(), a))
     });
     server.clusters.wait_initialized().await;
+    crate::xds::sds::start(&server);
     if server.config.dynamic != Default::default() {
         // As Envoy's init manager: CDS and its clusters' endpoints first, then LDS and the
         // listeners' route configurations (each bounded by its initial_fetch_timeout).
@@ -309,9 +310,10 @@ async fn serve(config: Arc<ServerConfig>, concurrency: usize, opts: Options) -> 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = init.wait_for(|s| s.lds).await;
-        while !server.listeners.warming().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    }
+    // Listeners warm until their route configurations and secrets arrive.
+    while !server.listeners.warming().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let receivers =
         std::mem::take(&mut *server.worker_rx.lock().unwrap_or_else(|e| e.into_inner()));

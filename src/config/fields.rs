@@ -77,7 +77,7 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
-        supported: &["listeners", "clusters"],
+        supported: &["listeners", "clusters", "secrets"],
         ignored: &[],
     },
     Spec {
@@ -204,9 +204,35 @@ static TABLE: &[Spec] = &[
         supported: &[
             "tls_params",
             "tls_certificates",
+            "tls_certificate_sds_secret_configs",
             "validation_context",
+            "validation_context_sds_secret_config",
+            "combined_validation_context",
             "alpn_protocols",
         ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig",
+        supported: &["name", "sds_config"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+        supported: &[
+            "default_validation_context",
+            "validation_context_sds_secret_config",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.transport_sockets.tls.v3.Secret",
+        supported: &["name", "tls_certificate", "validation_context"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.WatchedDirectory",
+        supported: &["path"],
         ignored: &[],
     },
     Spec {
@@ -221,7 +247,7 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
-        supported: &["certificate_chain", "private_key"],
+        supported: &["certificate_chain", "private_key", "watched_directory"],
         ignored: &[],
     },
     Spec {

@@ -11,9 +11,11 @@ pub mod hcm;
 pub mod listener;
 pub mod listener_filter;
 pub mod route;
+pub mod secret;
 pub mod source;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod tls_params;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +53,8 @@ pub struct ServerConfig {
     pub listeners: Vec<Arc<listener::Listener>>,
     /// Static clusters.
     pub clusters: Vec<Arc<cluster::Cluster>>,
+    /// `static_resources.secrets`, held so the store keeps them.
+    pub static_secrets: Vec<Arc<crate::tls::secret::SecretSlot>>,
     /// Tag extractors.
     pub tags: TagProducer,
     /// Stats inclusion/exclusion.
@@ -115,7 +119,29 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
 
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
+    let mut static_secrets = Vec::new();
     if let Some(sr) = &b.static_resources {
+        // Secrets first: listeners and clusters name them.
+        for (i, s) in sr.secrets.iter().enumerate() {
+            let p = index("static_resources", "secrets", i);
+            if s.name.is_empty() {
+                errs.push(ConfigError::new(join(&p, "name"), "must not be empty"));
+                continue;
+            }
+            use crate::tls::secret::{SecretSource, store};
+            if store().find(&SecretSource::Static, &s.name).is_some() {
+                errs.push(ConfigError::new(
+                    join(&p, "name"),
+                    format!("duplicate secret name {:?}", s.name),
+                ));
+                continue;
+            }
+            if let Some(parsed) = errs.keep(secret::secret(s, &p)) {
+                let slot = store().slot(SecretSource::Static, &s.name, Default::default());
+                slot.install(s.clone(), parsed, "");
+                static_secrets.push(slot);
+            }
+        }
         let mut names = HashMap::new();
         let mut addrs = HashMap::new();
         for (i, l) in sr.listeners.iter().enumerate() {
@@ -271,6 +297,7 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         admin_address,
         listeners,
         clusters,
+        static_secrets,
         tags,
         stats_matcher,
         histogram_buckets,

@@ -93,8 +93,8 @@ pub struct ListenerManager {
     pub changed: Arc<tokio::sync::Notify>,
 }
 
-/// How long a listener waits for its route configurations: the longest initial_fetch_timeout
-/// of its RDS sources (zero, no bound, if any of them has none).
+/// How long a listener waits for its route configurations and secrets: the longest
+/// initial_fetch_timeout of their sources (zero, no bound, if any of them has none).
 fn warm_timeout(config: &Listener) -> Duration {
     let mut max = Duration::ZERO;
     for chain in config
@@ -111,6 +111,15 @@ fn warm_timeout(config: &Listener) -> Duration {
                 }
                 max = max.max(source.initial_fetch_timeout);
             }
+        }
+        for slot in chain.tls.iter().flat_map(|t| t.secrets()) {
+            if slot.source == crate::tls::secret::SecretSource::Static {
+                continue;
+            }
+            if slot.initial_fetch_timeout.is_zero() {
+                return Duration::ZERO;
+            }
+            max = max.max(slot.initial_fetch_timeout);
         }
     }
     max
@@ -227,7 +236,8 @@ impl ListenerManager {
         }
         self.stats.listener_create_success.inc();
         let providers = entry.listener.rds_providers();
-        if providers.iter().all(|p| p.is_ready()) {
+        let secrets = entry.listener.secrets();
+        if providers.iter().all(|p| p.is_ready()) && secrets.iter().all(|s| s.is_ready()) {
             lock(&self.warming).remove(&name);
             self.activate(server, entry);
         } else {
@@ -239,15 +249,29 @@ impl ListenerManager {
                     for p in &providers {
                         p.wait_ready().await;
                     }
+                    for s in &secrets {
+                        s.wait_ready().await;
+                    }
                 };
                 if warm_timeout.is_zero() {
                     all.await;
                 } else if tokio::time::timeout(warm_timeout, all).await.is_err() {
                     tracing::warn!(
-                        "listener {name}: route configuration did not arrive within initial_fetch_timeout; serving without it"
+                        "listener {name}: route configuration or secret did not arrive within initial_fetch_timeout; serving without it"
                     );
                     for p in &providers {
                         p.give_up_waiting();
+                    }
+                    for s in &secrets {
+                        if !s.is_ready() {
+                            crate::xds::stats::SubscriptionStats::new(
+                                &server.stats,
+                                &format!("sds.{}.", s.name),
+                            )
+                            .init_fetch_timeout
+                            .inc();
+                        }
+                        s.give_up_waiting();
                     }
                 }
                 let lm = &server.listeners;

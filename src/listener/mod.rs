@@ -130,6 +130,20 @@ impl ActiveListener {
             .collect()
     }
 
+    /// The secrets its filter chains' TLS contexts read.
+    pub fn secrets(&self) -> Vec<Arc<crate::tls::secret::SecretSlot>> {
+        let mut v: Vec<_> = self
+            .chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|t| t.secrets())
+            .collect();
+        v.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        v.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        v
+    }
+
     /// Accepts until the server drains.
     pub async fn accept_loop(self: Arc<Self>, server: Arc<Server>, listener: TcpListener) {
         let mut stop = self.stop.subscribe();

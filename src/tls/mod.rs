@@ -3,6 +3,8 @@
 //! `ssl.*` stats (`server`).
 
 pub mod certs;
+pub mod context;
 pub mod san;
+pub mod secret;
 pub mod server;
 pub mod verify;

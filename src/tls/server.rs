@@ -40,6 +40,18 @@ impl TlsStats {
         }
     }
 
+    /// Counts a connection refused because the context's secrets have not arrived
+    /// (`server_ssl_socket_factory.downstream_context_secrets_not_ready` on a listener,
+    /// `client_ssl_socket_factory.upstream_context_secrets_not_ready` on a cluster).
+    pub fn secrets_not_ready(&self, downstream: bool) {
+        let name = if downstream {
+            "server_ssl_socket_factory.downstream_context_secrets_not_ready"
+        } else {
+            "client_ssl_socket_factory.upstream_context_secrets_not_ready"
+        };
+        self.store.counter(&format!("{}{name}", self.prefix)).inc();
+    }
+
     fn tagged(&self, kind: &str, name: &str) {
         self.store
             .counter(&format!("{}ssl.{kind}.{name}", self.prefix))
@@ -55,6 +67,12 @@ pub async fn accept(
     tcp: TcpStream,
     timeout: Option<Duration>,
 ) -> Option<DownstreamStream> {
+    if !tls.is_ready() {
+        // As Envoy: until its secrets arrive the context cannot handshake; the connection is
+        // closed at once.
+        stats.secrets_not_ready(true);
+        return None;
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
     let handshake = acceptor.accept(tcp);
     let result = match timeout {
@@ -82,7 +100,13 @@ pub async fn accept(
         .map(|c| san::sans(c))
         .unwrap_or_default();
     let has_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
-    if has_cert && !san::verify(&tls.san_matchers, &peer_sans) {
+    let sans_ok = || {
+        tls.validation
+            .as_ref()
+            .and_then(|v| v.current())
+            .is_none_or(|v| v.sans_ok(&peer_sans))
+    };
+    if has_cert && !sans_ok() {
         stats.fail_verify_san.inc();
         return None;
     }
@@ -104,7 +128,11 @@ pub async fn accept(
             .map(|c| Arc::from(c.as_ref())),
         sni: conn.server_name().map(str::to_string),
         version: conn.protocol_version().map(version_name),
-        local_uri_sans: tls.local_uri_sans.clone(),
+        local_uri_sans: tls
+            .certificate
+            .current()
+            .map(|c| c.uri_sans.clone())
+            .unwrap_or_else(|| Arc::from([])),
     };
     Some(DownstreamStream::Tls(Box::new(stream), Box::new(info)))
 }

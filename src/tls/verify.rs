@@ -2,25 +2,21 @@
 //! and the SANs must pass the context's matchers. There is no hostname check (Envoy does
 //! none; Istio's SNI values are not host names). Without a validation context any
 //! certificate is accepted, as Envoy accepts it (the handshake signature is still checked).
-
-use std::sync::Arc;
+//! The validation context is read at each handshake, so a rotated CA applies at once.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::san::{self, SanMatcher};
+use super::context::ValidationSource;
+use super::san;
+use crate::config::secret::PROVIDER;
 
 /// The verifier of an UpstreamTlsContext's validation context.
 #[derive(Debug)]
 pub struct SanVerifier {
-    /// Trusted CAs; None: no validation context, any certificate.
-    pub roots: Option<Arc<RootCertStore>>,
-    /// Signature algorithms.
-    pub provider: Arc<CryptoProvider>,
-    /// SAN matchers (none: any SAN).
-    pub matchers: Vec<SanMatcher>,
+    /// The validation context; None: any certificate.
+    pub validation: Option<ValidationSource>,
 }
 
 impl ServerCertVerifier for SanVerifier {
@@ -32,18 +28,24 @@ impl ServerCertVerifier for SanVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let Some(roots) = &self.roots else {
+        let Some(validation) = &self.validation else {
             return Ok(ServerCertVerified::assertion());
         };
+        let current = validation.current().ok_or_else(|| {
+            Error::General("the validation context secret has not arrived".into())
+        })?;
+        let trust = current
+            .trust()
+            .ok_or_else(|| Error::General("the validation context has no trusted CA".into()))?;
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            roots,
+            &trust.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            PROVIDER.signature_verification_algorithms.all,
         )?;
-        if !san::verify(&self.matchers, &san::sans(end_entity)) {
+        if !current.sans_ok(&san::sans(end_entity)) {
             return Err(Error::InvalidCertificate(CertificateError::NotValidForName));
         }
         Ok(ServerCertVerified::assertion())
@@ -59,7 +61,7 @@ impl ServerCertVerifier for SanVerifier {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &PROVIDER.signature_verification_algorithms,
         )
     }
 
@@ -73,12 +75,12 @@ impl ServerCertVerifier for SanVerifier {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &PROVIDER.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
+        PROVIDER
             .signature_verification_algorithms
             .supported_schemes()
     }

@@ -35,6 +35,9 @@ pub enum ConnectError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Tls(io::Error),
+    /// The TLS context's secrets have not arrived: no connection is attempted.
+    #[error("the TLS context's secrets have not arrived")]
+    SecretsNotReady,
 }
 
 /// Where to connect.
@@ -54,6 +57,9 @@ pub async fn connect(
     keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
     tls: Option<&UpstreamTls>,
 ) -> Result<UpstreamStream, ConnectError> {
+    if tls.is_some_and(|t| !t.is_ready()) {
+        return Err(ConnectError::SecretsNotReady);
+    }
     let fut = async {
         match target {
             Target::Socket(addr) => {

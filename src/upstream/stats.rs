@@ -95,6 +95,7 @@ impl ClusterStats {
                 );
             }
             Err(super::connect::ConnectError::Tls(e)) => crate::tls::server::count_failure(ssl, e),
+            Err(super::connect::ConnectError::SecretsNotReady) => ssl.secrets_not_ready(false),
             _ => {}
         }
     }

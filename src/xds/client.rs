@@ -4,7 +4,7 @@
 //! pure [`Subscription`]; this module only moves messages and applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -22,6 +22,7 @@ use super::{ADS_DELTA, ADS_SOTW, ResourceType};
 use crate::config::source::{ApiSource, ApiType, Source};
 use crate::server::Server;
 use crate::stats::Gauge;
+use crate::tls::secret::{SecretSlot, SecretSource};
 
 /// Initialization progress: whether the first CDS and LDS responses were handled (or their
 /// initial_fetch_timeout passed).
@@ -39,6 +40,8 @@ struct StreamSpec {
     source: ApiSource,
     path: &'static str,
     types: Vec<ResourceType>,
+    /// The one secret of an SDS stream of its own; the stream ends once nothing uses it.
+    secret: Option<Weak<SecretSlot>>,
 }
 
 /// Starts every xDS stream the bootstrap asks for; returns the initialization progress.
@@ -64,6 +67,7 @@ pub fn start(server: &Arc<Server>) -> watch::Receiver<InitState> {
         }
         types.push(ResourceType::Endpoint);
         types.push(ResourceType::Route);
+        types.push(ResourceType::Secret);
         let path = match ads.api_type {
             ApiType::Grpc => ADS_SOTW,
             ApiType::DeltaGrpc => ADS_DELTA,
@@ -72,6 +76,7 @@ pub fn start(server: &Arc<Server>) -> watch::Receiver<InitState> {
             source: ads.clone(),
             path,
             types,
+            secret: None,
         });
     }
     for (src, ty) in [
@@ -84,6 +89,7 @@ pub fn start(server: &Arc<Server>) -> watch::Receiver<InitState> {
                 source: api.clone(),
                 path: ty.service_path(api.api_type == ApiType::DeltaGrpc),
                 types: vec![ty],
+                secret: None,
             }),
             Source::Path(p) => {
                 tokio::spawn(super::path_source::watch(
@@ -112,10 +118,23 @@ pub fn start(server: &Arc<Server>) -> watch::Receiver<InitState> {
     let connected = server.stats.gauge("control_plane.connected_state");
     connected.set(0);
     for spec in streams {
-        let stream = XdsStream::new(server.clone(), spec, init.clone(), connected.clone());
+        let stream = XdsStream::new(server.clone(), spec, init.clone(), Some(connected.clone()));
         tokio::spawn(stream.run());
     }
     rx
+}
+
+/// Starts the SDS stream of one secret to its own management server (Istio's `sds-grpc`).
+pub fn spawn_secret_stream(server: &Arc<Server>, source: ApiSource, slot: &Arc<SecretSlot>) {
+    let path = ResourceType::Secret.service_path(source.api_type == ApiType::DeltaGrpc);
+    let spec = StreamSpec {
+        source,
+        path,
+        types: vec![ResourceType::Secret],
+        secret: Some(Arc::downgrade(slot)),
+    };
+    let init = Arc::new(watch::channel(InitState::default()).0);
+    tokio::spawn(XdsStream::new(server.clone(), spec, init, None).run());
 }
 
 fn is_done(init: &watch::Sender<InitState>, ty: ResourceType) -> bool {
@@ -154,11 +173,23 @@ pub fn type_stats(server: &Server, ty: ResourceType) -> SubscriptionStats {
     SubscriptionStats::new(&server.stats, prefix)
 }
 
-/// The names `ty` should be subscribed to now.
-fn wanted(server: &Server, ty: ResourceType) -> BTreeSet<String> {
+/// The names `ty` should be subscribed to now on a stream (`secret`: the one secret of an
+/// SDS stream of its own).
+fn wanted(
+    server: &Server,
+    ty: ResourceType,
+    secret: Option<&Weak<SecretSlot>>,
+) -> BTreeSet<String> {
     match ty {
         ResourceType::Endpoint => server.clusters.eds_names().into_iter().collect(),
         ResourceType::Route => server.rds.names().into_iter().collect(),
+        ResourceType::Secret => match secret {
+            Some(w) => w.upgrade().map(|s| s.name.clone()).into_iter().collect(),
+            None => crate::tls::secret::store()
+                .names(&SecretSource::Ads)
+                .into_iter()
+                .collect(),
+        },
         _ => BTreeSet::new(),
     }
 }
@@ -191,7 +222,8 @@ struct XdsStream {
     subs: BTreeMap<ResourceType, Subscription>,
     stats: BTreeMap<ResourceType, SubscriptionStats>,
     init: Arc<watch::Sender<InitState>>,
-    connected: Arc<Gauge>,
+    /// `control_plane.connected_state` (the ADS and LDS/CDS streams set it).
+    connected: Option<Arc<Gauge>>,
     node: Node,
     node_sent: bool,
 }
@@ -201,7 +233,7 @@ impl XdsStream {
         server: Arc<Server>,
         spec: StreamSpec,
         init: Arc<watch::Sender<InitState>>,
-        connected: Arc<Gauge>,
+        connected: Option<Arc<Gauge>>,
     ) -> Self {
         let subs = spec
             .types
@@ -235,9 +267,12 @@ impl XdsStream {
                 s.update_attempt.inc();
             }
             let result = self.session(&mut failures).await;
-            self.connected.set(0);
+            self.set_connected(0);
             for s in self.stats.values() {
                 s.update_failure.inc();
+            }
+            if self.orphaned() {
+                return;
             }
             if let Err(e) = result {
                 tracing::warn!("xDS stream to {:?}: {e}", self.spec.source.cluster);
@@ -302,7 +337,7 @@ impl XdsStream {
             .await
             .map_err(|s| format!("stream refused: {s}"))?
             .into_inner();
-        self.connected.set(1);
+        self.set_connected(1);
         loop {
             tokio::select! {
                 m = inbound.message() => match m {
@@ -313,8 +348,35 @@ impl XdsStream {
                     Ok(None) => return Err("the server closed the stream".into()),
                     Err(s) => return Err(format!("stream failed: {s}")),
                 },
-                Ok(()) = interest.changed() => self.on_interest(tx),
+                Ok(()) = interest.changed() => {
+                    if self.orphaned() {
+                        return Ok(());
+                    }
+                    self.on_interest(tx)
+                }
             }
+        }
+    }
+
+    fn set_connected(&self, v: i64) {
+        if let Some(g) = &self.connected {
+            g.set(v);
+        }
+    }
+
+    /// Whether this is the stream of a secret nothing uses any more.
+    fn orphaned(&self) -> bool {
+        self.spec
+            .secret
+            .as_ref()
+            .is_some_and(|w| w.strong_count() == 0)
+    }
+
+    /// Where the secrets of this stream come from.
+    fn secret_source(&self) -> SecretSource {
+        match self.spec.secret {
+            Some(_) => SecretSource::Api(self.spec.source.clone()),
+            None => SecretSource::Ads,
         }
     }
 
@@ -327,7 +389,7 @@ impl XdsStream {
     }
 
     fn refresh_names(&mut self, ty: ResourceType) -> bool {
-        let names = wanted(&self.server, ty);
+        let names = wanted(&self.server, ty, self.spec.secret.as_ref());
         self.subs.get_mut(&ty).is_some_and(|s| s.set_names(names))
     }
 
@@ -407,6 +469,8 @@ impl XdsStream {
         if !ty.is_wildcard() {
             for name in &outcome.rejected {
                 let prefix = match ty {
+                    // Counted where secrets are applied (a path source has no stream).
+                    ResourceType::Secret => continue,
                     ResourceType::Endpoint => format!("cluster.{name}."),
                     _ => match self.server.rds.get(name) {
                         Some(p) => p.stat_prefix.clone(),
@@ -460,7 +524,11 @@ impl XdsStream {
             })
             .collect();
         let started = std::time::Instant::now();
-        let outcome = apply::apply(&self.server, ty, Mode::StateOfTheWorld, resources, &[]);
+        let outcome = if ty == ResourceType::Secret {
+            super::sds::apply(&self.server, &self.secret_source(), resources, &[])
+        } else {
+            apply::apply(&self.server, ty, Mode::StateOfTheWorld, resources, &[])
+        };
         let reply = self
             .subs
             .get_mut(&ty)
@@ -509,13 +577,22 @@ impl XdsStream {
             })
             .collect();
         let started = std::time::Instant::now();
-        let mut outcome = apply::apply(
-            &self.server,
-            ty,
-            Mode::Delta,
-            resources,
-            &resp.removed_resources,
-        );
+        let mut outcome = if ty == ResourceType::Secret {
+            super::sds::apply(
+                &self.server,
+                &self.secret_source(),
+                resources,
+                &resp.removed_resources,
+            )
+        } else {
+            apply::apply(
+                &self.server,
+                ty,
+                Mode::Delta,
+                resources,
+                &resp.removed_resources,
+            )
+        };
         outcome.errors.extend(bad);
         let reply = self.subs.get_mut(&ty).map(|s| {
             s.delta_reply(

@@ -7,6 +7,7 @@ pub mod client;
 pub mod connect;
 pub mod harness;
 pub mod path_source;
+pub mod sds;
 pub mod stats;
 pub mod subscription;
 

@@ -81,7 +81,7 @@ pub async fn watch(
     }
 }
 
-fn parse(bytes: &[u8], path: &std::path::Path) -> Result<DiscoveryResponse, String> {
+pub(crate) fn parse(bytes: &[u8], path: &std::path::Path) -> Result<DiscoveryResponse, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
     let value = crate::bootstrap::json::parse_yaml(text, &path.display().to_string())
         .map_err(|e| e.to_string())?;

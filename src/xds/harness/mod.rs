@@ -22,6 +22,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
     ListenerDiscoveryService, ListenerDiscoveryServiceServer,
 };
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
 use envoy_types::pb::google::protobuf::Any;
 use futures_util::Stream;
 use prost::Message;
@@ -287,11 +290,13 @@ impl ControlPlane {
         let lds = ListenerDiscoveryServiceServer::new(self.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
+        let sds = SecretDiscoveryServiceServer::new(self.clone());
         let task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(svc)
                 .add_service(cds)
                 .add_service(lds)
+                .add_service(sds)
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = r {
@@ -396,8 +401,8 @@ impl ControlPlane {
     }
 }
 
-/// The per-type services (a `cds_config` or `lds_config` with its own `api_config_source`)
-/// serve the same snapshot; a stream only ever asks for its own type.
+/// The per-type services (a `cds_config`, `lds_config` or `sds_config` with its own
+/// `api_config_source`) serve the same snapshot; a stream only ever asks for its own type.
 macro_rules! per_type_service {
     ($trait:path, $stream:ident, $delta_stream:ident, $sotw:ident, $delta:ident, $fetch:ident) => {
         #[tonic::async_trait]
@@ -444,4 +449,12 @@ per_type_service!(
     stream_listeners,
     delta_listeners,
     fetch_listeners
+);
+per_type_service!(
+    SecretDiscoveryService,
+    StreamSecretsStream,
+    DeltaSecretsStream,
+    stream_secrets,
+    delta_secrets,
+    fetch_secrets
 );
