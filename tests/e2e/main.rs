@@ -7,6 +7,7 @@ mod grpc;
 mod hcm;
 mod http;
 mod istio;
+mod sds;
 mod support;
 mod tcp;
 mod test_ca;

@@ -261,13 +261,17 @@ fn tls_config_errors_name_their_field() {
     );
     let (_, err) = validate(&yaml);
     assert!(err.contains("validation_context.trusted_ca"), "{err}");
-    // SDS is refused by path until it exists.
+    // An inline certificate and an SDS one in one context.
     let yaml = base.replace(
         "            alpn_protocols:",
         "            tls_certificate_sds_secret_configs: [{name: default}]\n            alpn_protocols:",
     );
     let (_, err) = validate(&yaml);
-    assert!(err.contains("tls_certificate_sds_secret_configs"), "{err}");
+    assert!(
+        err.contains("common_tls_context.tls_certificate_sds_secret_configs")
+            && err.contains("cannot be used together with tls_certificates"),
+        "{err}"
+    );
 }
 
 /// A listener with tls_inspector and three chains on one port, as Istio's PERMISSIVE
@@ -415,7 +419,7 @@ async fn listener_filter_timeout_closes_or_continues_as_configured() {
 
 /// An HTTP/1.1 upstream over TLS that requires a client certificate from `ca` and answers
 /// with the SNI it got and the client's first URI SAN.
-async fn tls_upstream(ca: &TestCa, leaf: &Leaf) -> SocketAddr {
+pub async fn tls_upstream(ca: &TestCa, leaf: &Leaf) -> SocketAddr {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {

@@ -1,15 +1,20 @@
 //! Builders for the resources tests and benchmarks push most: EDS clusters, their load
-//! assignments, listeners that read routes by RDS, and weighted routes.
+//! assignments, listeners that read routes by RDS, weighted routes, and SDS secrets.
 
 use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, DataSource, SocketAddress, address, data_source, socket_address,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, Secret, TlsCertificate, secret,
+};
 
 use super::from_yaml;
 
@@ -89,4 +94,37 @@ pub fn weighted_route(name: &str, clusters: &[(&str, u32)]) -> RouteConfiguratio
         "name: {name}\nvirtual_hosts:\n- name: all\n  domains: [\"*\"]\n  routes:\n  - match: {{prefix: /}}\n    route: {action}\n"
     ))
     .expect("a valid route configuration")
+}
+
+fn inline(pem: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    })
+}
+
+/// A secret `name` holding a certificate chain and its private key (PEM), as istio-agent
+/// sends its `default` secret.
+pub fn tls_certificate_secret(name: &str, chain_pem: &str, key_pem: &str) -> Secret {
+    Secret {
+        name: name.to_string(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(chain_pem),
+            private_key: inline(key_pem),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A secret `name` holding trusted CAs (PEM), as istio-agent sends its `ROOTCA` secret.
+pub fn validation_secret(name: &str, ca_pem: &str) -> Secret {
+    Secret {
+        name: name.to_string(),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: inline(ca_pem),
+                ..Default::default()
+            },
+        )),
+    }
 }
