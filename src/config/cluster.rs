@@ -132,6 +132,23 @@ impl Cluster {
             None => self.tls.clone(),
         }
     }
+
+    /// The secrets its transport sockets read (it warms until they arrive).
+    pub fn secrets(&self) -> Vec<Arc<crate::tls::secret::SecretSlot>> {
+        let mut v: Vec<_> = self
+            .tls
+            .iter()
+            .chain(
+                self.transport_socket_matches
+                    .iter()
+                    .filter_map(|m| m.tls.as_ref()),
+            )
+            .flat_map(|t| t.secrets())
+            .collect();
+        v.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        v.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        v
+    }
 }
 
 /// An EDS cluster's subscription.

@@ -87,6 +87,29 @@ const CIPHERS: &[(&str, rustls::CipherSuite)] = &[
     ),
 ];
 
+/// BoringSSL's names of the TLS 1.2 suites Envoy knows that rustls does not implement (RSA key
+/// exchange, CBC, PSK, 3DES). Istio lists two of them (`AES256-GCM-SHA384`,
+/// `AES128-GCM-SHA256`) after its ECDHE suites on every inbound listener, so a list naming
+/// them is taken when it also names a suite rustls implements: they are skipped with a
+/// warning (only a peer offering nothing but those suites is affected). A list of only these
+/// is refused by name.
+const UNIMPLEMENTED: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "PSK-AES128-CBC-SHA",
+    "PSK-AES256-CBC-SHA",
+    "DES-CBC3-SHA",
+];
+
 /// The crypto provider with tls_params' cipher suites (TLS 1.2; TLS 1.3 suites are always
 /// on, as in Envoy) and ECDH curves. BoringSSL's equal-preference groups
 /// (`[A|B]`) are read as their members.
@@ -99,28 +122,56 @@ pub fn provider(
         return Ok(p);
     };
     if !params.cipher_suites.is_empty() {
+        let available = || {
+            CIPHERS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut wanted = Vec::new();
+        let mut skipped = Vec::new();
         for (i, entry) in params.cipher_suites.iter().enumerate() {
             for name in entry
                 .trim_matches(|c| c == '[' || c == ']')
                 .split('|')
                 .map(str::trim)
             {
-                let Some((_, suite)) = CIPHERS.iter().find(|(n, _)| *n == name) else {
+                if let Some((_, suite)) = CIPHERS.iter().find(|(n, _)| *n == name) {
+                    wanted.push(*suite);
+                } else if UNIMPLEMENTED.contains(&name) {
+                    skipped.push((i, name));
+                } else {
                     return Err(ConfigError::new(
                         index(pp, "cipher_suites", i),
                         format!(
-                            "{name:?} is not supported (TLS 1.2 suites available: {})",
-                            CIPHERS
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "{name:?} is not a cipher suite (TLS 1.2 suites available: {})",
+                            available()
                         ),
                     ));
-                };
-                wanted.push(*suite);
+                }
             }
+        }
+        if wanted.is_empty()
+            && let Some((i, name)) = skipped.first()
+        {
+            return Err(ConfigError::new(
+                index(pp, "cipher_suites", *i),
+                format!(
+                    "{name:?} is not supported, and no listed suite is (TLS 1.2 suites available: {})",
+                    available()
+                ),
+            ));
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                "{pp}.cipher_suites: {} not implemented; skipped",
+                skipped
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         p.cipher_suites.retain(|s| match s {
             rustls::SupportedCipherSuite::Tls13(_) => true,

@@ -268,8 +268,10 @@ impl ClusterRuntime {
         })
     }
 
+    /// Whether it may serve: its first hosts arrived (or waiting for them ended) and so did
+    /// the secrets of its transport sockets.
     fn is_initialized(&self) -> bool {
-        *self.initialized.borrow()
+        *self.initialized.borrow() && self.config.secrets().iter().all(|s| s.is_ready())
     }
 }
 
@@ -414,6 +416,11 @@ impl ClusterManager {
             })
             .collect();
         let results = self.0.add_or_update_many(items);
+        for ((config, _), r) in timers.iter().zip(&results) {
+            if matches!(r, Ok(true)) {
+                self.time_out_secrets(config);
+            }
+        }
         for ((config, timeout), r) in timers.into_iter().zip(&results) {
             if !matches!(r, Ok(true)) || timeout.is_zero() {
                 continue;
@@ -436,6 +443,39 @@ impl ClusterManager {
             });
         }
         results
+    }
+
+    /// Bounds a new cluster's wait for its secrets by their initial_fetch_timeout: once it
+    /// passes, the cluster serves and handshakes fail until the secrets arrive.
+    fn time_out_secrets(&self, config: &Arc<Cluster>) {
+        let pending: Vec<_> = config
+            .secrets()
+            .into_iter()
+            .filter(|s| !s.is_ready())
+            .collect();
+        if pending.is_empty() || pending.iter().any(|s| s.initial_fetch_timeout.is_zero()) {
+            return;
+        }
+        let timeout = pending
+            .iter()
+            .map(|s| s.initial_fetch_timeout)
+            .max()
+            .unwrap_or_default();
+        let inner = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(inner) = inner.upgrade() else { return };
+            for s in &pending {
+                if !s.is_ready() {
+                    tracing::warn!(
+                        "secret {:?} did not arrive within initial_fetch_timeout",
+                        s.name
+                    );
+                    s.give_up_waiting();
+                }
+            }
+            inner.promote_warmed();
+        });
     }
 }
 

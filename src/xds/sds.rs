@@ -94,6 +94,10 @@ pub fn apply(
     for name in removed {
         tracing::info!("secret {name:?} removed by the control plane; its last value stays");
     }
+    if !out.accepted.is_empty() {
+        // Clusters warming for these secrets may serve now.
+        server.clusters.promote_warmed();
+    }
     out
 }
 

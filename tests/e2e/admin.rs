@@ -65,6 +65,7 @@ async fn config_dump_has_envoy_shape() {
             "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
             "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
             "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+            "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
         ]
     );
     assert_eq!(

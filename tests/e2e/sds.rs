@@ -146,6 +146,30 @@ async fn send(
     s.send_request(req).await.unwrap().status().as_u16()
 }
 
+/// The SecretsConfigDump of `/config_dump?mask=...secrets`.
+async fn secrets_dump(p: &Proxy) -> serde_json::Value {
+    let (s, body) = p
+        .admin("/config_dump?mask=dynamic_active_secrets,dynamic_warming_secrets")
+        .await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{body}");
+    assert_eq!(
+        configs[0]["@type"],
+        "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
+    );
+    configs[0].clone()
+}
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A control plane serving on a Unix socket in `dir`, as pilot-agent's SDS server.
 fn sds_server(dir: &Path) -> (ControlPlane, std::path::PathBuf) {
     let sock = dir.join("sds.sock");
@@ -168,6 +192,11 @@ async fn sds_stream_delivers_warms_and_rotates_like_istio_agent() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ne!(p.admin("/ready").await.1, "LIVE\n");
     assert_eq!(p.stat("listener_manager.total_listeners_warming").await, 1);
+    let dump = secrets_dump(&p).await;
+    assert_eq!(
+        names(&dump["dynamic_warming_secrets"]),
+        ["ROOTCA", "default"]
+    );
     let server1 = ca.leaf(SERVER_ID, &["server.test"]);
     cp.set(
         "v1",
@@ -191,6 +220,17 @@ async fn sds_stream_delivers_warms_and_rotates_like_istio_agent() {
     assert!(sds.iter().all(|n| n.len() == 1), "{sds:?}");
     assert_eq!(p.stat("sds.default.update_success").await, 1);
     assert_eq!(p.stat("sds.ROOTCA.update_success").await, 1);
+    // /config_dump shows the secrets with their versions, the private key redacted.
+    let dump = secrets_dump(&p).await;
+    assert_eq!(
+        names(&dump["dynamic_active_secrets"]),
+        ["ROOTCA", "default"]
+    );
+    let default = &dump["dynamic_active_secrets"][1];
+    assert_eq!(default["version_info"], "v1");
+    let tc = &default["secret"]["tls_certificate"];
+    assert_eq!(tc["private_key"]["inline_bytes"], "W3JlZGFjdGVkXQ==");
+    assert!(tc["certificate_chain"]["inline_bytes"].is_string());
 
     // mTLS works; an identity the default validation context does not name is refused.
     let cfg = test_ca::client_config(&ca.pem, Some(&client), &["http/1.1"]);
@@ -346,7 +386,6 @@ fn ads_bootstrap(cp: SocketAddr, api_type: &str) -> String {
 
 #[tokio::test]
 async fn secrets_over_ads_secure_an_upstream_cluster() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("root");
     let upstream_id = "spiffe://cluster.local/ns/default/sa/upstream";
     let up = crate::tls::tls_upstream(&ca, &ca.leaf(upstream_id, &[])).await;
@@ -376,6 +415,12 @@ transport_socket:
     cp.set("1", &[cluster]);
     cp.set("1", &[rds_listener("in", "in", "r")]);
     cp.set("1", &[weighted_route("r", &[("u", 1)])]);
+    let p = Proxy::start(&ads_bootstrap(cp_addr, "DELTA_GRPC"));
+    // The cluster warms until its secrets arrive, and the server waits for it.
+    cp.wait_ack(type_url::CLUSTER, "1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(p.stat("cluster_manager.warming_clusters").await, 1);
+    assert_ne!(p.admin("/ready").await.1, "LIVE\n");
     let proxy_id = ca.leaf(CLIENT_ID, &[]);
     cp.set(
         "s1",
@@ -384,10 +429,9 @@ transport_socket:
             validation_secret("roots", &ca.pem),
         ],
     );
-    let _ = dir;
-    let p = Proxy::start(&ads_bootstrap(cp_addr, "DELTA_GRPC"));
     p.wait_live().await;
     cp.wait_ack(type_url::SECRET, "s1").await;
+    assert_eq!(p.stat("cluster_manager.warming_clusters").await, 0);
     let subscribed: Vec<String> = cp
         .requests()
         .into_iter()
@@ -399,15 +443,8 @@ transport_socket:
         "{subscribed:?}"
     );
     let l = p.listener("in").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (s, _, body) = get(l, "/").await;
-        if s == 200 {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "{s} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (s, _, body) = get(l, "/").await;
+    assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["peer"], CLIENT_ID);
     assert_eq!(v["sni"], "outbound_.80_._.u.default.svc.cluster.local");

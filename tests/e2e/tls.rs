@@ -227,15 +227,27 @@ fn tls_config_errors_name_their_field() {
         err.contains("tls_params.tls_minimum_protocol_version"),
         "{err}"
     );
-    let yaml = yaml.replace(
-        "tls_minimum_protocol_version: TLSv1_0",
-        "cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, AES128-SHA]",
-    );
-    let (_, err) = validate(&yaml);
+    let ciphers = |list: &str| {
+        yaml.replace(
+            "tls_minimum_protocol_version: TLSv1_0",
+            &format!("cipher_suites: [{list}]"),
+        )
+    };
+    let (_, err) = validate(&ciphers("ECDHE-RSA-AES128-GCM-SHA256, NOT-A-CIPHER"));
     assert!(
-        err.contains("tls_params.cipher_suites[1]") && err.contains("\"AES128-SHA\""),
+        err.contains("tls_params.cipher_suites[1]") && err.contains("\"NOT-A-CIPHER\""),
         "{err}"
     );
+    // A list of only suites rustls lacks is refused; Istio's list, whose RSA key exchange
+    // suites follow its ECDHE ones, is taken.
+    let (_, err) = validate(&ciphers("AES128-SHA, AES256-GCM-SHA384"));
+    assert!(
+        err.contains("tls_params.cipher_suites[0]") && err.contains("\"AES128-SHA\""),
+        "{err}"
+    );
+    let istio = "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, AES256-GCM-SHA384, AES128-GCM-SHA256";
+    let (code, err) = validate(&ciphers(istio));
+    assert_eq!(code, 0, "{err}");
     // A CA bundle that does not parse, and SAN checks without a CA.
     let garbage = test_ca::write(dir.path(), "garbage.pem", "not a certificate");
     let yaml = tls_bootstrap(
