@@ -122,12 +122,30 @@ const ISTIO_STATS_MATCHER: &str = r#"stats_config:
       - prefix: istio
 "#;
 
+/// Envoy's deferred creation of cluster traffic stats, as Istio's bootstrap sets it.
+const DEFERRED: &str = "deferred_stat_options: {enable_deferred_creation_stats: true}\n";
+
+/// Which stats the proxy keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stats {
+    /// Every stat, created eagerly (Envoy's defaults).
+    All,
+    /// Every stat, cluster traffic stats created on first use.
+    Deferred,
+    /// Istio's sidecar bootstrap: deferred creation and its stats_matcher.
+    Istio,
+}
+
 // The child is handed to the caller, which kills and reaps it.
 #[allow(clippy::zombie_processes)]
-fn start_proxy(cp: SocketAddr, dir: &std::path::Path, istio_stats: bool) -> (Child, SocketAddr) {
+fn start_proxy(cp: SocketAddr, dir: &std::path::Path, stats: Stats) -> (Child, SocketAddr) {
     let cfg = dir.join("bootstrap.yaml");
     let addr_file = dir.join("admin.addr");
-    let stats = if istio_stats { ISTIO_STATS_MATCHER } else { "" };
+    let stats = match stats {
+        Stats::All => String::new(),
+        Stats::Deferred => DEFERRED.to_string(),
+        Stats::Istio => format!("{DEFERRED}{ISTIO_STATS_MATCHER}"),
+    };
     std::fs::write(
         &cfg,
         format!(
@@ -258,9 +276,14 @@ async fn main() {
     cp.set::<Cluster>("0", &[]);
     cp.set::<Listener>("0", &[]);
     let dir = tempfile::tempdir().unwrap();
-    // STATS=istio: Istio's sidecar stats_matcher, which keeps no per-cluster stats.
-    let istio_stats = std::env::var("STATS").is_ok_and(|v| v == "istio");
-    let (mut child, admin) = start_proxy(cp_addr, dir.path(), istio_stats);
+    // STATS=deferred: deferred creation of cluster traffic stats; STATS=istio: that and
+    // Istio's sidecar stats_matcher, which keeps no per-cluster stats.
+    let stats = match std::env::var("STATS").as_deref() {
+        Ok("istio") => Stats::Istio,
+        Ok("deferred") => Stats::Deferred,
+        _ => Stats::All,
+    };
+    let (mut child, admin) = start_proxy(cp_addr, dir.path(), stats);
     let pid = child.id();
     cp.wait_ack(type_url::CLUSTER, "0").await;
     cp.wait_ack(type_url::LISTENER, "0").await;
@@ -353,10 +376,11 @@ async fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "push: {n_clusters} EDS clusters x {n_endpoints} endpoints, {n_listeners} listeners and route configurations (delta ADS); stats: {}",
-        if istio_stats {
-            "Istio's stats_matcher (per-cluster stats not kept; the EDS apply time is not reported)"
-        } else {
-            "all (no stats_matcher)"
+        match stats {
+            Stats::Istio =>
+                "Istio's deferred creation and stats_matcher (per-cluster stats not kept; the EDS apply time is not reported)",
+            Stats::Deferred => "all, cluster traffic stats created on first use",
+            Stats::All => "all, created eagerly",
         }
     );
     for (name, d) in &acked {

@@ -79,7 +79,8 @@ impl Server {
         drain_time: Duration,
     ) -> Arc<Self> {
         let mut store = Store::new(config.tags.clone(), config.stats_matcher.clone())
-            .with_buckets(config.histogram_buckets.clone());
+            .with_buckets(config.histogram_buckets.clone())
+            .with_deferred_creation(config.deferred_stats);
         let mut sinks = Vec::new();
         for (target, prefix) in &config.statsd_sinks {
             match StatsdSink::new(*target, prefix) {

@@ -681,6 +681,21 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         if !o.http_filters.is_empty() {
             return Err(ConfigError::unsupported(join(&p, "http_filters")));
         }
+        if let Some(u) = &o.upstream_http_protocol_options {
+            let up = join(&p, "upstream_http_protocol_options");
+            if u.auto_sni {
+                return Err(ConfigError::new(
+                    join(&up, "auto_sni"),
+                    "SNI from the request's host is not implemented yet",
+                ));
+            }
+            if u.auto_san_validation {
+                return Err(ConfigError::new(
+                    join(&up, "auto_san_validation"),
+                    "SAN validation against the request's host is not implemented yet",
+                ));
+            }
+        }
         use upstream_http::http_protocol_options::{
             UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig as PC,
         };

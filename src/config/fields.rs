@@ -31,6 +31,7 @@ static TABLE: &[Spec] = &[
             "bootstrap_extensions",
             "stats_sinks",
             "stats_flush_interval",
+            "deferred_stat_options",
         ],
         ignored: &[
             (
@@ -44,10 +45,6 @@ static TABLE: &[Spec] = &[
             (
                 "tracing",
                 "a tracer only acts on connection managers with tracing set, which are refused while one is configured",
-            ),
-            (
-                "deferred_stat_options",
-                "stats are created when first used already",
             ),
             (
                 "node_context_params",
@@ -74,6 +71,11 @@ static TABLE: &[Spec] = &[
                 "refused when not x-envoy (checked by the converter)",
             ),
         ],
+    },
+    Spec {
+        message: "envoy.config.bootstrap.v3.Bootstrap.DeferredStatOptions",
+        supported: &["enable_deferred_creation_stats"],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.bootstrap.v3.Bootstrap.StaticResources",

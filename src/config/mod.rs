@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub statsd_sinks: Vec<(SocketAddr, String)>,
     /// How often stats sinks are flushed.
     pub stats_flush_interval: std::time::Duration,
+    /// `deferred_stat_options.enable_deferred_creation_stats`.
+    pub deferred_stats: bool,
     /// Global downstream connection limit from the overload manager.
     pub max_downstream_connections: Option<u64>,
     /// Where dynamic listeners and clusters come from.
@@ -298,6 +300,10 @@ pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, Co
         listeners,
         clusters,
         static_secrets,
+        deferred_stats: b
+            .deferred_stat_options
+            .as_ref()
+            .is_some_and(|d| d.enable_deferred_creation_stats),
         tags,
         stats_matcher,
         histogram_buckets,

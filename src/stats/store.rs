@@ -147,6 +147,7 @@ pub struct Store {
     matcher: StatsMatcher,
     buckets: Vec<(Pattern, Arc<[f64]>)>,
     sink: Option<Arc<dyn HistogramSink>>,
+    deferred_creation: bool,
 }
 
 impl Default for Store {
@@ -165,7 +166,20 @@ impl Store {
             matcher,
             buckets: Vec::new(),
             sink: None,
+            deferred_creation: false,
         }
+    }
+
+    /// `deferred_stat_options.enable_deferred_creation_stats`: cluster traffic stats are
+    /// created on first use.
+    pub fn with_deferred_creation(mut self, deferred: bool) -> Self {
+        self.deferred_creation = deferred;
+        self
+    }
+
+    /// Whether cluster traffic stats wait for their first use.
+    pub fn deferred_creation(&self) -> bool {
+        self.deferred_creation
     }
 
     /// Sets `histogram_bucket_settings`: the first pattern a histogram's name matches gives its

@@ -164,6 +164,7 @@ impl ClusterRuntime {
                     .transport_socket_matches
                     .iter()
                     .any(|m| m.tls.is_some()),
+            store.deferred_creation(),
         ));
         let rt = Arc::new(Self {
             hosts: ArcSwap::from_pointee(host_set::HostSet::default()),

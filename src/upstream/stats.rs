@@ -7,9 +7,12 @@ use crate::stats::{Counter, Gauge, Histogram, Store};
 /// The `upstream_rq_<code>` and `upstream_rq_<class>xx` counters of one status code.
 type CodeCounters = (u16, Arc<Counter>, Arc<Counter>);
 
-/// The stats of one cluster.
+/// The traffic stats of one cluster (`upstream_cx_*`, `upstream_rq_*`): with
+/// `deferred_stat_options.enable_deferred_creation_stats` they are created when the cluster
+/// first sees traffic, as Envoy defers its cluster traffic stats, so the clusters a sidecar
+/// never calls cost no stats.
 #[derive(Debug)]
-pub struct ClusterStats {
+pub struct TrafficStats {
     /// upstream_cx_total
     pub upstream_cx_total: Arc<Counter>,
     /// upstream_cx_active
@@ -56,6 +59,45 @@ pub struct ClusterStats {
     pub upstream_rq_rx_reset: Arc<Counter>,
     /// upstream_rq_tx_reset
     pub upstream_rq_tx_reset: Arc<Counter>,
+}
+
+impl TrafficStats {
+    fn new(store: &Store, p: &str) -> Self {
+        let c = |n: &str| store.counter(&format!("{p}{n}"));
+        let g = |n: &str| store.gauge(&format!("{p}{n}"));
+        Self {
+            upstream_cx_total: c("upstream_cx_total"),
+            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_http1_total: c("upstream_cx_http1_total"),
+            upstream_cx_http2_total: c("upstream_cx_http2_total"),
+            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_cx_destroy: c("upstream_cx_destroy"),
+            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
+            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
+            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
+            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_completed: c("upstream_rq_completed"),
+            upstream_rq_time: store.histogram(&format!("{p}upstream_rq_time")),
+            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
+            upstream_rq_tx_reset: c("upstream_rq_tx_reset"),
+        }
+    }
+}
+
+/// The stats of one cluster: its traffic stats (reached through `Deref`, created at once or
+/// on first use), and the membership and circuit-breaker gauges, always created.
+#[derive(Debug)]
+pub struct ClusterStats {
+    traffic: std::sync::OnceLock<TrafficStats>,
     /// membership_total
     pub membership_total: Arc<Gauge>,
     /// membership_healthy
@@ -74,8 +116,16 @@ pub struct ClusterStats {
     pub ssl: Option<crate::tls::server::TlsStats>,
 }
 
+impl std::ops::Deref for ClusterStats {
+    type Target = TrafficStats;
+
+    fn deref(&self) -> &TrafficStats {
+        self.traffic
+            .get_or_init(|| TrafficStats::new(&self.store, &self.prefix))
+    }
+}
+
 impl ClusterStats {
-    /// Declares every stat of cluster `stat_name`.
     /// Counts an upstream connect's TLS outcome under `ssl.*` (clusters that originate TLS).
     pub fn count_tls(
         &self,
@@ -100,36 +150,18 @@ impl ClusterStats {
         }
     }
 
-    pub fn new(store: &Arc<Store>, stat_name: &str, tls: bool) -> Self {
+    /// Declares the stats of cluster `stat_name`; `deferred`: its traffic stats wait for
+    /// their first use.
+    pub fn new(store: &Arc<Store>, stat_name: &str, tls: bool, deferred: bool) -> Self {
         let p = format!("cluster.{stat_name}.");
-        let c = |n: &str| store.counter(&format!("{p}{n}"));
         let g = |n: &str| store.gauge(&format!("{p}{n}"));
-
+        let traffic = std::sync::OnceLock::new();
+        if !deferred {
+            let _ = traffic.set(TrafficStats::new(store, &p));
+        }
         Self {
+            traffic,
             ssl: tls.then(|| crate::tls::server::TlsStats::new(store, &p)),
-            upstream_cx_total: c("upstream_cx_total"),
-            upstream_cx_active: g("upstream_cx_active"),
-            upstream_cx_http1_total: c("upstream_cx_http1_total"),
-            upstream_cx_http2_total: c("upstream_cx_http2_total"),
-            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
-            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
-            upstream_cx_overflow: c("upstream_cx_overflow"),
-            upstream_cx_destroy: c("upstream_cx_destroy"),
-            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
-            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
-            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
-            upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
-            upstream_rq_total: c("upstream_rq_total"),
-            upstream_rq_active: g("upstream_rq_active"),
-            upstream_rq_pending_total: c("upstream_rq_pending_total"),
-            upstream_rq_pending_active: g("upstream_rq_pending_active"),
-            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
-            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
-            upstream_rq_timeout: c("upstream_rq_timeout"),
-            upstream_rq_completed: c("upstream_rq_completed"),
-            upstream_rq_time: store.histogram(&format!("{p}upstream_rq_time")),
-            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
-            upstream_rq_tx_reset: c("upstream_rq_tx_reset"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             cb_cx_open: g("circuit_breakers.default.cx_open"),

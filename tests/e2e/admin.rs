@@ -144,3 +144,26 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     );
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn deferred_stat_options_create_cluster_traffic_stats_on_first_use() {
+    let up = echo_upstream("a").await;
+    let yaml = format!(
+        "deferred_stat_options: {{enable_deferred_creation_stats: true}}\nstatic_resources:\n  listeners:\n{}  clusters:\n{}{}",
+        http_listener("in", &routes_to("a", ""), ""),
+        cluster("a", &[up], ""),
+        cluster("b", &[up], ""),
+    );
+    let p = Proxy::start(&yaml);
+    let (_, before) = p.admin("/stats").await;
+    // Membership and circuit-breaker stats exist at once; traffic stats wait for traffic.
+    assert!(before.contains("cluster.b.membership_total: 1"), "{before}");
+    assert!(!before.contains("cluster.a.upstream_rq_total"), "{before}");
+    assert!(!before.contains("cluster.b.upstream_cx_total"), "{before}");
+    let (s, _, _) = get(p.listener("in").await, "/").await;
+    assert_eq!(s, 200);
+    p.wait_stat("cluster.a.upstream_rq_total", 1).await;
+    let (_, after) = p.admin("/stats").await;
+    assert!(after.contains("cluster.a.upstream_cx_total: 1"), "{after}");
+    assert!(!after.contains("cluster.b.upstream_rq_total"), "{after}");
+}
