@@ -130,11 +130,13 @@ async fn istio_static_listeners_serve_prometheus_with_compression_and_health() {
     assert_eq!(h["content-encoding"], "gzip");
     let text = decode("gzip", body).await;
     assert!(text.contains("# TYPE envoy_server_state gauge"), "{text}");
-    // Istio's tag regexes apply: cluster names end in ';'.
-    assert!(
-        text.contains("envoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"} "),
-        "{text}"
-    );
+    // Istio's tag regexes apply: cluster names end in ';'. The xDS stream's connection counts
+    // in its cluster's stats, created on first use (deferred_stat_options).
+    let xds_cx = text
+        .lines()
+        .find_map(|l| l.strip_prefix("envoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"} "))
+        .unwrap_or_else(|| panic!("no xds-grpc upstream_cx_total in {text}"));
+    assert!(xds_cx.parse::<u64>().unwrap() >= 1, "{xds_cx}");
 
     for (accept, want) in [
         ("br", "br"),
