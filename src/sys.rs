@@ -24,19 +24,18 @@ pub fn release_free_memory() {
 /// `IP6T_SO_ORIGINAL_DST` on IPv6). None when it was not redirected.
 pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<std::net::SocketAddr> {
     use nix::sys::socket::{getsockopt, sockopt};
-    let local = stream.local_addr().ok()?;
-    if local.is_ipv4() {
+    let v4 = match stream.local_addr().ok()? {
+        std::net::SocketAddr::V4(_) => true,
+        // An IPv4 connection on a dual-stack socket is tracked as IPv4.
+        std::net::SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    };
+    if v4 {
         let a = getsockopt(stream, sockopt::OriginalDst).ok()?;
         let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
         Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin_port))))
     } else {
         let a = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
         let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-        let v6 = std::net::SocketAddr::from((ip, u16::from_be(a.sin6_port)));
-        // An IPv4 connection on a dual-stack socket.
-        Some(match ip.to_ipv4_mapped() {
-            Some(v4) => std::net::SocketAddr::from((v4, v6.port())),
-            None => v6,
-        })
+        Some(std::net::SocketAddr::from((ip, u16::from_be(a.sin6_port))))
     }
 }

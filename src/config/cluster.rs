@@ -25,6 +25,8 @@ pub enum Discovery {
     LogicalDns,
     /// Endpoints from EDS.
     Eds,
+    /// Each connection's original destination, as a host made on demand.
+    OriginalDst,
 }
 
 /// The load-balancing policy.
@@ -36,6 +38,8 @@ pub enum LbPolicy {
     LeastRequest(u32),
     /// Uniform random.
     Random,
+    /// The cluster picks its host itself (ORIGINAL_DST clusters).
+    ClusterProvided,
 }
 
 /// The protocol spoken to upstream hosts.
@@ -212,6 +216,10 @@ pub struct Cluster {
     pub dns_failure_refresh_rate: Option<Duration>,
     /// TCP keepalive (probes, time, interval).
     pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    /// The source address connections bind (`upstream_bind_config`).
+    pub bind: Option<super::bind::BindConfig>,
+    /// An ORIGINAL_DST cluster's settings.
+    pub original_dst: Option<super::original_dst::OriginalDstConfig>,
     /// The original proto, for /config_dump.
     pub proto: super::common::Encoded<cluster::Cluster>,
 }
@@ -232,12 +240,7 @@ impl Cluster {
                 Ok(DT::StrictDns) => Discovery::StrictDns,
                 Ok(DT::LogicalDns) => Discovery::LogicalDns,
                 Ok(DT::Eds) => Discovery::Eds,
-                Ok(DT::OriginalDst) => {
-                    return Err(ConfigError::new(
-                        join(path, "type"),
-                        "ORIGINAL_DST clusters are not implemented yet",
-                    ));
-                }
+                Ok(DT::OriginalDst) => Discovery::OriginalDst,
                 Err(_) => {
                     return Err(ConfigError::new(
                         join(path, "type"),
@@ -271,6 +274,7 @@ impl Cluster {
                 LbPolicy::LeastRequest(n)
             }
             Ok(LP::Random) => LbPolicy::Random,
+            Ok(LP::ClusterProvided) => LbPolicy::ClusterProvided,
             Ok(other) => {
                 return Err(ConfigError::new(
                     join(path, "lb_policy"),
@@ -292,11 +296,45 @@ impl Cluster {
                 "least_request_lb_config",
             )));
         }
-        if let Some(l) = &c.lb_config
-            && !matches!(l, cluster::cluster::LbConfig::LeastRequestLbConfig(_))
-        {
-            return Err(ConfigError::unsupported(join(path, "lb_config")));
+        if (discovery == Discovery::OriginalDst) != (lb_policy == LbPolicy::ClusterProvided) {
+            return Err(ConfigError::new(
+                join(path, "lb_policy"),
+                "CLUSTER_PROVIDED is the only policy of ORIGINAL_DST clusters, and only they take it",
+            ));
         }
+        match &c.lb_config {
+            None | Some(cluster::cluster::LbConfig::LeastRequestLbConfig(_)) => {}
+            Some(cluster::cluster::LbConfig::OriginalDstLbConfig(_))
+                if discovery == Discovery::OriginalDst => {}
+            Some(cluster::cluster::LbConfig::OriginalDstLbConfig(_)) => {
+                return Err(ConfigError::new(
+                    join(path, "original_dst_lb_config"),
+                    "only ORIGINAL_DST clusters take it",
+                ));
+            }
+            Some(_) => return Err(ConfigError::unsupported(join(path, "lb_config"))),
+        }
+        let original_dst = match discovery {
+            Discovery::OriginalDst => {
+                Some(super::original_dst::OriginalDstConfig::from_proto(c, path)?)
+            }
+            _ => None,
+        };
+        if discovery == Discovery::OriginalDst
+            && c.load_assignment
+                .as_ref()
+                .is_some_and(|la| !la.endpoints.is_empty())
+        {
+            return Err(ConfigError::new(
+                join(path, "load_assignment"),
+                "ORIGINAL_DST clusters take no endpoints",
+            ));
+        }
+        let bind = c
+            .upstream_bind_config
+            .as_ref()
+            .map(|b| super::bind::BindConfig::from_proto(b, &join(path, "upstream_bind_config")))
+            .transpose()?;
         let (endpoints, overprovisioning_factor) = match &c.load_assignment {
             Some(la) if discovery != Discovery::Eds => {
                 load_assignment(la, &join(path, "load_assignment"), discovery)?
@@ -453,6 +491,8 @@ impl Cluster {
             respect_dns_ttl: c.respect_dns_ttl,
             dns_lookup_family,
             tcp_keepalive,
+            bind,
+            original_dst,
             healthy_panic_threshold: c
                 .common_lb_config
                 .as_ref()

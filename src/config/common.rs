@@ -57,41 +57,7 @@ impl std::fmt::Display for HostAddress {
 pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAddress, ConfigError> {
     use core::address::Address as A;
     match &a.address {
-        Some(A::SocketAddress(sa)) => {
-            let path = join(path, "socket_address");
-            if sa.protocol != core::socket_address::Protocol::Tcp as i32 {
-                return Err(ConfigError::new(
-                    join(&path, "protocol"),
-                    "only TCP is supported",
-                ));
-            }
-            let port = match &sa.port_specifier {
-                Some(core::socket_address::PortSpecifier::PortValue(p)) if *p <= 65535 => *p as u16,
-                Some(core::socket_address::PortSpecifier::PortValue(p)) => {
-                    return Err(ConfigError::new(
-                        join(&path, "port_value"),
-                        format!("{p} is not a port"),
-                    ));
-                }
-                Some(core::socket_address::PortSpecifier::NamedPort(_)) => {
-                    return Err(ConfigError::unsupported(join(&path, "named_port")));
-                }
-                None => 0,
-            };
-            if !sa.resolver_name.is_empty() {
-                return Err(ConfigError::unsupported(join(&path, "resolver_name")));
-            }
-            match sa.address.parse::<IpAddr>() {
-                Ok(ip) => Ok(HostAddress::Socket(SocketAddr::new(ip, port))),
-                Err(_) if allow_dns && !sa.address.is_empty() => {
-                    Ok(HostAddress::Dns(sa.address.clone(), port))
-                }
-                Err(_) => Err(ConfigError::new(
-                    join(&path, "address"),
-                    format!("{:?} is not an IP address", sa.address),
-                )),
-            }
-        }
+        Some(A::SocketAddress(sa)) => sock_address(sa, &join(path, "socket_address"), allow_dns),
         Some(A::Pipe(p)) => {
             if p.path.is_empty() {
                 return Err(ConfigError::new(
@@ -106,6 +72,46 @@ pub fn address(a: &core::Address, path: &str, allow_dns: bool) -> Result<HostAdd
             "envoy_internal_address",
         ))),
         None => Err(ConfigError::new(path, "address is required")),
+    }
+}
+
+/// Converts a SocketAddress at `path` (TCP; an IP, or a DNS name where `allow_dns`).
+pub fn sock_address(
+    sa: &core::SocketAddress,
+    path: &str,
+    allow_dns: bool,
+) -> Result<HostAddress, ConfigError> {
+    if sa.protocol != core::socket_address::Protocol::Tcp as i32 {
+        return Err(ConfigError::new(
+            join(path, "protocol"),
+            "only TCP is supported",
+        ));
+    }
+    let port = match &sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) if *p <= 65535 => *p as u16,
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => {
+            return Err(ConfigError::new(
+                join(path, "port_value"),
+                format!("{p} is not a port"),
+            ));
+        }
+        Some(core::socket_address::PortSpecifier::NamedPort(_)) => {
+            return Err(ConfigError::unsupported(join(path, "named_port")));
+        }
+        None => 0,
+    };
+    if !sa.resolver_name.is_empty() {
+        return Err(ConfigError::unsupported(join(path, "resolver_name")));
+    }
+    match sa.address.parse::<IpAddr>() {
+        Ok(ip) => Ok(HostAddress::Socket(SocketAddr::new(ip, port))),
+        Err(_) if allow_dns && !sa.address.is_empty() => {
+            Ok(HostAddress::Dns(sa.address.clone(), port))
+        }
+        Err(_) => Err(ConfigError::new(
+            join(path, "address"),
+            format!("{:?} is not an IP address", sa.address),
+        )),
     }
 }
 

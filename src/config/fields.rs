@@ -134,6 +134,7 @@ static TABLE: &[Spec] = &[
             "default_filter_chain",
             "traffic_direction",
             "bind_to_port",
+            "use_original_dst",
             "stat_prefix",
             "listener_filters",
             "listener_filters_timeout",
@@ -171,6 +172,14 @@ static TABLE: &[Spec] = &[
         message: "envoy.config.listener.v3.ListenerFilter",
         supported: &["name", "typed_config", "filter_disabled"],
         ignored: &[],
+    },
+    Spec {
+        message: "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+        supported: &[],
+        ignored: &[(
+            "traffic_direction",
+            "selects which Windows redirect record to read; on Linux the original destination is always SO_ORIGINAL_DST",
+        )],
     },
     Spec {
         message: "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
@@ -642,6 +651,9 @@ static TABLE: &[Spec] = &[
             "eds_cluster_config",
             "transport_socket",
             "transport_socket_matches",
+            "cleanup_interval",
+            "original_dst_lb_config",
+            "upstream_bind_config",
         ],
         ignored: &[
             ("metadata", INFO),
@@ -655,6 +667,25 @@ static TABLE: &[Spec] = &[
                 "refused unless it is the default c-ares resolver (checked by the converter)",
             ),
         ],
+    },
+    Spec {
+        message: "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
+        supported: &[
+            "use_http_header",
+            "http_header_name",
+            "upstream_port_override",
+        ],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.BindConfig",
+        supported: &["source_address", "extra_source_addresses"],
+        ignored: &[],
+    },
+    Spec {
+        message: "envoy.config.core.v3.ExtraSourceAddress",
+        supported: &["address"],
+        ignored: &[],
     },
     Spec {
         message: "envoy.config.cluster.v3.Cluster.CommonLbConfig",

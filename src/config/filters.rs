@@ -93,7 +93,7 @@ pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
         "listener filter",
-        Support::Refused("original destination is not implemented yet"),
+        Support::Implemented,
     ),
 ];
 

@@ -114,6 +114,8 @@ pub struct Listener {
     pub traffic_direction: TrafficDirection,
     /// Open a socket.
     pub bind_to_port: bool,
+    /// Hand redirected connections to the listener of their original destination.
+    pub use_original_dst: bool,
     /// One socket per worker with SO_REUSEPORT.
     pub reuse_port: bool,
     /// Not counted against the global connection limit.
@@ -138,12 +140,6 @@ impl Listener {
             .ok_or_else(|| ConfigError::new(join(path, "address"), "is required"))?;
         let address = socket_address(a, &join(path, "address"))?;
         let listener_filters = super::listener_filter::ListenerFilters::from_proto(l, path)?;
-        if l.use_original_dst.as_ref().is_some_and(|v| v.value) {
-            return Err(ConfigError::new(
-                join(path, "use_original_dst"),
-                "original destination hand-off is not implemented yet",
-            ));
-        }
         for (set, name) in [
             (
                 l.transparent.as_ref().is_some_and(|v| v.value),
@@ -227,6 +223,7 @@ impl Listener {
             default_filter_chain,
             traffic_direction,
             bind_to_port: l.bind_to_port.as_ref().map(|v| v.value).unwrap_or(true),
+            use_original_dst: l.use_original_dst.as_ref().is_some_and(|v| v.value),
             reuse_port: l
                 .enable_reuse_port
                 .as_ref()

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use prost::Message;
 
@@ -76,9 +77,19 @@ pub struct TlsInspectorConfig {
     pub disabled: Option<Predicate>,
 }
 
+/// The original_dst listener filter: restores a redirected connection's original
+/// destination as its local address.
+#[derive(Debug, Clone, Default)]
+pub struct OriginalDstFilterConfig {
+    /// Not run for connections this matches.
+    pub disabled: Option<Predicate>,
+}
+
 /// The listener filters of a listener.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerFilters {
+    /// original_dst, if configured (or implied by the listener's use_original_dst).
+    pub original_dst: Option<OriginalDstFilterConfig>,
     /// tls_inspector, if configured.
     pub tls_inspector: Option<TlsInspectorConfig>,
     /// How long listener filters may wait for bytes; None: no limit (`0s`).
@@ -102,6 +113,10 @@ impl ListenerFilters {
             continue_on_timeout: l.continue_on_listener_filters_timeout,
             ..Default::default()
         };
+        // As Envoy, use_original_dst brings the original_dst filter with it.
+        if l.use_original_dst.as_ref().is_some_and(|v| v.value) {
+            out.original_dst = Some(OriginalDstFilterConfig::default());
+        }
         for (i, f) in l.listener_filters.iter().enumerate() {
             let p = index(path, "listener_filters", i);
             let any = match &f.config_type {
@@ -115,13 +130,19 @@ impl ListenerFilters {
                 }
             };
             let tp = join(&p, "typed_config");
-            super::filters::lookup(any, &tp, "listener filter")?;
             let disabled = f
                 .filter_disabled
                 .as_ref()
                 .map(|d| Predicate::from_proto(d, &join(&p, "filter_disabled")))
                 .transpose()?;
-            // tls_inspector is the only listener filter the registry lets through.
+            let t = super::filters::lookup(any, &tp, "listener filter")?;
+            if t.ends_with("OriginalDst") {
+                OriginalDst::decode(any.value.as_slice())
+                    .map_err(|e| ConfigError::new(&tp, format!("cannot decode: {e}")))?;
+                // Configured besides use_original_dst, its own predicate applies.
+                out.original_dst = Some(OriginalDstFilterConfig { disabled });
+                continue;
+            }
             let t = TlsInspector::decode(any.value.as_slice())
                 .map_err(|e| ConfigError::new(&tp, format!("cannot decode: {e}")))?;
             if t.enable_ja3_fingerprinting

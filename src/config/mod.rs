@@ -1,6 +1,7 @@
 //! The internal model: immutable, `Arc`-shared, converted from Envoy protos before anything
 //! shared changes. A config that converts is one pilotfish can honour in full.
 
+pub mod bind;
 pub mod cluster;
 pub mod common;
 pub mod compressor;
@@ -10,6 +11,7 @@ pub mod filters;
 pub mod hcm;
 pub mod listener;
 pub mod listener_filter;
+pub mod original_dst;
 pub mod route;
 pub mod secret;
 pub mod source;

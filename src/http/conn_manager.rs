@@ -2,7 +2,6 @@
 //! with prior knowledge, upgrades), routes each request and hands it to the router.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use crate::config::filters::HttpFilter;
 use crate::config::hcm::{HcmConfig, Routes, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, RequireTls, RouteConfig};
 use crate::listener::drain::DrainWatch;
+use crate::network::connection_info::ConnectionInfo;
 use crate::server::Server;
 
 static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
@@ -173,7 +173,7 @@ impl HttpConnectionManager {
         self: Arc<Self>,
         server: Arc<Server>,
         io: DownstreamStream,
-        remote: SocketAddr,
+        conn: ConnectionInfo,
         drain: DrainWatch,
     ) {
         self.stats.downstream_cx_total.inc();
@@ -183,7 +183,7 @@ impl HttpConnectionManager {
         let srv = server.clone();
         let conn_drain = drain.clone();
         let conn_activity = activity.clone();
-        let local = io.local_addr().unwrap_or(remote);
+        let (local, remote) = (conn.local, conn.remote);
         let conn_tls = io.tls().map(|t| {
             use crate::config::hcm::ForwardClientCert as F;
             let needs_details = matches!(
@@ -221,7 +221,7 @@ impl HttpConnectionManager {
                 let log = (!hcm.config.access_logs.is_empty()).then(|| {
                     PendingLog::start(&hcm.config.access_logs, &mut req, local, remote, tls_facts)
                 });
-                let resp = hcm.handle(&srv, req, remote, &drain).await;
+                let resp = hcm.handle(&srv, req, &conn, &drain).await;
                 let resp = match log {
                     Some(log) => log.finish(resp),
                     None => resp,
@@ -294,7 +294,7 @@ impl HttpConnectionManager {
         &self,
         server: &Server,
         mut req: Request<Incoming>,
-        remote: SocketAddr,
+        conn: &ConnectionInfo,
         drain: &DrainWatch,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -328,7 +328,7 @@ impl HttpConnectionManager {
             r.extensions_mut().insert(Details("low_version"));
             r
         } else {
-            self.route(server, req, remote, grpc, start).await
+            self.route(server, req, conn, grpc, start).await
         };
         let mut resp = if self.compressors.is_empty() {
             resp
@@ -439,7 +439,7 @@ impl HttpConnectionManager {
         &self,
         server: &Server,
         mut req: Request<Incoming>,
-        remote: SocketAddr,
+        conn: &ConnectionInfo,
         grpc: bool,
         start: Instant,
     ) -> Response<Body> {
@@ -449,7 +449,7 @@ impl HttpConnectionManager {
         let decision = super::headers::mutate_request(
             cfg,
             req.headers_mut(),
-            remote.ip(),
+            conn.remote.ip(),
             conn_tls.is_some(),
             conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
         );
@@ -566,6 +566,7 @@ impl HttpConnectionManager {
                     idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
                     request_deadline: cfg.request_timeout.map(|t| start + t),
                     upstream_info: !cfg.access_logs.is_empty(),
+                    downstream: conn,
                 };
                 let mut resp = forward(&f, &cluster, req, version).await;
                 if let Some(w) = weighted {

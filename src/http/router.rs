@@ -46,6 +46,8 @@ pub struct Forward<'a> {
     pub request_deadline: Option<Instant>,
     /// Report the upstream on the response (for access logs).
     pub upstream_info: bool,
+    /// The downstream connection.
+    pub downstream: &'a crate::network::connection_info::ConnectionInfo,
 }
 
 /// Chooses the target cluster name; for weighted clusters, also the chosen entry.
@@ -80,7 +82,11 @@ pub async fn forward(
     req: Request<Incoming>,
     downstream_version: Version,
 ) -> Response<Body> {
-    let Some(host) = cluster.choose_host() else {
+    let ctx = crate::upstream::LbContext {
+        downstream: Some(f.downstream),
+        headers: Some(req.headers()),
+    };
+    let Some(host) = cluster.choose_host(&ctx) else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return local_reply(
             503,

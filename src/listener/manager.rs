@@ -3,8 +3,9 @@
 //! configurations it names arrived, then starts on every worker; the version it replaces stops
 //! accepting and drains its connections. Static listeners cannot be changed by LDS.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -91,6 +92,10 @@ pub struct ListenerManager {
     stats: ManagerStats,
     /// Told whenever a listener finishes warming.
     pub changed: Arc<tokio::sync::Notify>,
+    /// Active listeners by address, for the hand-off of redirected connections; rebuilt
+    /// on the first lookup after a change.
+    by_address: arc_swap::ArcSwap<HashMap<SocketAddr, Arc<ActiveListener>>>,
+    by_address_stale: AtomicBool,
 }
 
 /// How long a listener waits for its route configurations and secrets: the longest
@@ -158,6 +163,8 @@ impl ListenerManager {
                 workers: tx,
                 stats,
                 changed: Arc::new(tokio::sync::Notify::new()),
+                by_address: Default::default(),
+                by_address_stale: AtomicBool::new(false),
             },
             rx,
         )
@@ -166,6 +173,37 @@ impl ListenerManager {
     /// Every active listener, by name.
     pub fn active(&self) -> Vec<Arc<ListenerEntry>> {
         lock(&self.active).values().cloned().collect()
+    }
+
+    /// The active listener a redirected connection to `dst` is handed to, as Envoy looks it
+    /// up: the listener at exactly `dst`, else the one at the unspecified address of its
+    /// family and port (for IPv4, then the dual-stack `[::]` one).
+    pub fn find_by_address(&self, dst: SocketAddr) -> Option<Arc<ActiveListener>> {
+        if self.by_address_stale.swap(false, Ordering::AcqRel) {
+            let index: HashMap<_, _> = lock(&self.active)
+                .values()
+                .map(|e| {
+                    let addr = e.bound.unwrap_or(e.listener.config.address);
+                    (
+                        crate::network::connection_info::canonical(addr),
+                        e.listener.clone(),
+                    )
+                })
+                .collect();
+            self.by_address.store(Arc::new(index));
+        }
+        let index = self.by_address.load();
+        let port = dst.port();
+        let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        let any_v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        let found = index.get(&dst).or_else(|| {
+            if dst.is_ipv4() {
+                index.get(&any_v4).or_else(|| index.get(&any_v6))
+            } else {
+                index.get(&any_v6)
+            }
+        });
+        found.cloned()
     }
 
     /// Every warming listener, by name.
@@ -364,6 +402,7 @@ impl ListenerManager {
             tracing::info!("listener {name} serving on {a}");
         }
         let old = lock(&self.active).insert(name, entry);
+        self.by_address_stale.store(true, Ordering::Release);
         if let Some(old) = old {
             self.drain_old(server, old.listener.clone());
         }
@@ -412,6 +451,7 @@ impl ListenerManager {
             }
         };
         if let Some(e) = &active {
+            self.by_address_stale.store(true, Ordering::Release);
             self.drain_old(server, e.listener.clone());
         }
         let removed = warm || active.is_some();

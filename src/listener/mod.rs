@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::filters::NetworkFilter;
 use crate::config::listener::{FilterChain, Listener};
 use crate::http::conn_manager::HttpConnectionManager;
+use crate::network::connection_info::ConnectionInfo;
 use crate::network::tcp_proxy::TcpProxy;
 use crate::server::Server;
 use crate::stats::{Counter, Gauge};
@@ -176,6 +177,36 @@ impl ActiveListener {
     async fn serve(self: Arc<Self>, server: Arc<Server>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.config.address);
+        let mut conn = ConnectionInfo::accepted(local, remote);
+        if let Some(od) = &self.config.listener_filters.original_dst
+            && !od
+                .disabled
+                .as_ref()
+                .is_some_and(|p| p.matches(local.port()))
+            && let Some(dst) = crate::sys::original_dst(&stream)
+        {
+            conn.restore_local(dst);
+        }
+        // use_original_dst: the listener of the original destination takes the connection
+        // over, with its own listener filters and chains.
+        if self.config.use_original_dst
+            && conn.local_restored
+            && let Some(target) = server.listeners.find_by_address(conn.local)
+            && !Arc::ptr_eq(&target, &self)
+        {
+            return target.serve_connection(server, stream, conn).await;
+        }
+        self.serve_connection(server, stream, conn).await
+    }
+
+    /// Runs the listener filters, picks the filter chain and serves the connection on it.
+    async fn serve_connection(
+        self: Arc<Self>,
+        server: Arc<Server>,
+        stream: TcpStream,
+        conn: ConnectionInfo,
+    ) {
+        let (local, remote) = (conn.local, conn.remote);
         let Some(hello) = self.run_listener_filters(&stream, local).await else {
             return;
         };
@@ -216,10 +247,10 @@ impl ActiveListener {
             match &chain.terminal {
                 Terminal::Http(h) => {
                     h.clone()
-                        .serve(server, stream, remote, self.drain.subscribe())
+                        .serve(server, stream, conn, self.drain.subscribe())
                         .await
                 }
-                Terminal::Tcp(t) => t.clone().serve(server, stream).await,
+                Terminal::Tcp(t) => t.clone().serve(server, stream, conn).await,
             }
         }
         ACTIVE_DOWNSTREAM.fetch_sub(1, Ordering::Relaxed);

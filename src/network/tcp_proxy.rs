@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::access_log::StreamInfo;
 use crate::config::tcp_proxy::TcpProxyConfig;
 use crate::http::local_reply::ResponseFlag;
+use crate::network::connection_info::ConnectionInfo;
 use crate::server::Server;
 use crate::stats::Counter;
 use crate::upstream::connect::connect;
@@ -42,24 +43,35 @@ impl TcpProxy {
     }
 
     /// Proxies one connection.
-    pub async fn serve(self: Arc<Self>, server: Arc<Server>, mut down: DownstreamStream) {
+    pub async fn serve(
+        self: Arc<Self>,
+        server: Arc<Server>,
+        mut down: DownstreamStream,
+        conn: ConnectionInfo,
+    ) {
         self.downstream_cx_total.inc();
         let mut info = StreamInfo {
             start: Some(SystemTime::now()),
-            downstream_local_address: down.local_addr().ok(),
-            downstream_remote_address: down.peer_addr().ok(),
+            downstream_local_address: Some(conn.local),
+            downstream_remote_address: Some(conn.remote),
             downstream_tls: down.tls_log_facts(),
             ..Default::default()
         };
         let started = Instant::now();
-        self.proxy(&server, &mut down, &mut info).await;
+        self.proxy(&server, &mut down, &conn, &mut info).await;
         info.duration = started.elapsed();
         for l in &self.config.access_logs {
             l.log(&info);
         }
     }
 
-    async fn proxy(&self, server: &Server, down: &mut DownstreamStream, info: &mut StreamInfo) {
+    async fn proxy(
+        &self,
+        server: &Server,
+        down: &mut DownstreamStream,
+        conn: &ConnectionInfo,
+        info: &mut StreamInfo,
+    ) {
         let name = self.config.pick(fastrand::u64(..self.config.total_weight));
         info.upstream_cluster = Some(name.to_string());
         let Some(cluster) = server.clusters.get(name) else {
@@ -70,7 +82,11 @@ impl TcpProxy {
         let stats = &cluster.stats;
         let mut upstream = None;
         for _ in 0..self.config.max_connect_attempts {
-            let Some(host) = cluster.choose_host() else {
+            let ctx = crate::upstream::LbContext {
+                downstream: Some(conn),
+                headers: None,
+            };
+            let Some(host) = cluster.choose_host(&ctx) else {
                 stats.upstream_cx_none_healthy.inc();
                 info.response_flags.push(ResponseFlag::NoHealthyUpstream);
                 break;
@@ -83,13 +99,7 @@ impl TcpProxy {
                 info.response_flags.push(ResponseFlag::UpstreamOverflow);
                 break;
             }
-            let result = connect(
-                &host.target,
-                cluster.config.connect_timeout,
-                cluster.config.tcp_keepalive,
-                host.tls.as_deref(),
-            )
-            .await;
+            let result = connect(&host.target, &cluster.config, host.tls.as_deref()).await;
             stats.count_tls(&result);
             match result {
                 Ok(s) => {

@@ -1,5 +1,5 @@
-//! Opening upstream connections: TCP (with keepalive) or Unix sockets, bounded by the
-//! cluster's connect timeout.
+//! Opening upstream connections: TCP (with keepalive, from the cluster's bind address) or Unix
+//! sockets, bounded by the cluster's connect timeout.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
+use crate::config::cluster::Cluster;
 use crate::config::tls::UpstreamTls;
 
 /// A connected upstream byte stream.
@@ -49,21 +50,27 @@ pub enum Target {
     Pipe(String),
 }
 
-/// Connects to `target` within `timeout` (TLS handshake included when `tls` is set),
-/// applying TCP keepalive settings when given.
+/// Connects to `target` for `cluster` within its connect_timeout (TLS handshake included when
+/// `tls` is set), binding its `upstream_bind_config` source address and applying its TCP
+/// keepalive settings.
 pub async fn connect(
     target: &Target,
-    timeout: Duration,
-    keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    cluster: &Cluster,
     tls: Option<&UpstreamTls>,
 ) -> Result<UpstreamStream, ConnectError> {
+    let timeout = cluster.connect_timeout;
+    let keepalive = cluster.tcp_keepalive;
     if tls.is_some_and(|t| !t.is_ready()) {
         return Err(ConnectError::SecretsNotReady);
     }
     let fut = async {
         match target {
             Target::Socket(addr) => {
-                let s = TcpStream::connect(addr).await?;
+                let source = cluster.bind.as_ref().and_then(|b| b.source_for(addr));
+                let s = match source {
+                    None => TcpStream::connect(addr).await?,
+                    Some(src) => bound_socket(src)?.connect(*addr).await?,
+                };
                 s.set_nodelay(true)?;
                 if let Some((probes, time, interval)) = keepalive {
                     let mut ka = socket2::TcpKeepalive::new();
@@ -101,6 +108,26 @@ pub async fn connect(
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout),
     }
+}
+
+/// A socket bound to `source` before it connects; with port 0 the kernel picks the port at
+/// connect time (IP_BIND_ADDRESS_NO_PORT), so one source address serves any number of
+/// destinations.
+fn bound_socket(source: SocketAddr) -> io::Result<TcpSocket> {
+    let sock = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if source.port() == 0 {
+        let _ = nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
+    }
+    sock.bind(source)?;
+    Ok(sock)
 }
 
 impl UpstreamStream {

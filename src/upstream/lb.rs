@@ -34,8 +34,11 @@ impl LbState {
         let total: u64 = hosts.iter().map(|h| h.weight() as u64).sum();
         let weighted = hosts.iter().any(|h| h.weight() != hosts[0].weight());
         match policy {
-            LbPolicy::RoundRobin if !weighted => self.next.fetch_add(1, Ordering::Relaxed) % n,
-            LbPolicy::RoundRobin => {
+            // An ORIGINAL_DST cluster chooses its own host; its host set stays empty.
+            LbPolicy::RoundRobin | LbPolicy::ClusterProvided if !weighted => {
+                self.next.fetch_add(1, Ordering::Relaxed) % n
+            }
+            LbPolicy::RoundRobin | LbPolicy::ClusterProvided => {
                 // Smooth enough weighted round robin: walk the cumulative weights with a ticket.
                 let ticket = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total.max(1);
                 by_weight(hosts, ticket)

@@ -4,6 +4,7 @@ pub mod connect;
 pub mod host_set;
 pub mod http1;
 pub mod lb;
+pub mod original_dst;
 pub mod pool;
 pub mod stats;
 
@@ -147,6 +148,17 @@ pub struct ClusterRuntime {
     pub last_updated: SystemTime,
     /// The EDS assignment its hosts come from.
     pub assignment: ArcSwapOption<Assignment>,
+    /// An ORIGINAL_DST cluster's hosts, made per destination.
+    pub original_dst: Option<original_dst::OriginalDstHosts>,
+}
+
+/// What a load balancer may read of the connection or request it picks a host for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LbContext<'a> {
+    /// The downstream connection (ORIGINAL_DST clusters read its original destination).
+    pub downstream: Option<&'a crate::network::connection_info::ConnectionInfo>,
+    /// The request's headers (ORIGINAL_DST's override header).
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 impl ClusterRuntime {
@@ -177,9 +189,16 @@ impl ClusterRuntime {
             version: version.to_string(),
             last_updated: SystemTime::now(),
             assignment: ArcSwapOption::empty(),
+            original_dst: config
+                .original_dst
+                .clone()
+                .map(original_dst::OriginalDstHosts::new),
             config,
         });
-        if rt.config.discovery == Discovery::Static {
+        if matches!(
+            rt.config.discovery,
+            Discovery::Static | Discovery::OriginalDst
+        ) {
             rt.set_hosts(
                 static_hosts(&rt.config, &rt.config.endpoints),
                 rt.config.overprovisioning_factor,
@@ -241,8 +260,12 @@ impl ClusterRuntime {
         self.initialized.send_replace(true);
     }
 
-    /// Picks a host, or None when the cluster has no host to send to.
-    pub fn choose_host(&self) -> Option<Arc<Host>> {
+    /// Picks a host for the connection or request of `ctx`, or None when the cluster has no
+    /// host to send to.
+    pub fn choose_host(&self, ctx: &LbContext<'_>) -> Option<Arc<Host>> {
+        if let Some(od) = &self.original_dst {
+            return od.choose(self, ctx);
+        }
         let set = self.hosts.load();
         let hosts = set.candidates(fastrand::u64(..))?;
         let i = self

@@ -264,13 +264,7 @@ impl Pool {
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
         self.limits.open.fetch_add(1, Ordering::AcqRel);
-        let result = connect(
-            &self.target,
-            self.cluster.connect_timeout,
-            self.cluster.tcp_keepalive,
-            self.tls.as_deref(),
-        )
-        .await;
+        let result = connect(&self.target, &self.cluster, self.tls.as_deref()).await;
         self.stats.count_tls(&result);
         match result {
             Ok(s) => {

@@ -25,11 +25,11 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
         .get(&source.cluster)
         .ok_or_else(|| format!("xDS cluster {:?} does not exist", source.cluster))?;
     let host = cluster
-        .choose_host()
+        .choose_host(&Default::default())
         .ok_or_else(|| format!("xDS cluster {:?} has no healthy host", source.cluster))?;
     let target = host.target.clone();
     let timeout = cluster.config.connect_timeout;
-    let keepalive = cluster.config.tcp_keepalive;
+    let config = cluster.config.clone();
     let tls = host.tls.clone();
     let stats = cluster.stats.clone();
     let uri = format!("http://{}", source.authority);
@@ -44,8 +44,9 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
         let target = target.clone();
         let tls = tls.clone();
         let stats = stats.clone();
+        let config = config.clone();
         async move {
-            match connect(&target, timeout, keepalive, tls.as_deref()).await {
+            match connect(&target, &config, tls.as_deref()).await {
                 Ok(io) => Ok(TokioIo::new(Accounted::new(io, stats))),
                 Err(e) => {
                     stats.upstream_cx_connect_fail.inc();

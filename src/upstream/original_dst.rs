@@ -1,0 +1,129 @@
+//! The hosts of an ORIGINAL_DST cluster: one per destination, made when a connection or
+//! request first goes there (its original destination, or the override header), and purged
+//! after a cleanup_interval in which nothing chose them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use super::connect::Target;
+use super::{ClusterRuntime, Host, LbContext};
+use crate::config::original_dst::OriginalDstConfig;
+
+#[derive(Debug)]
+struct Entry {
+    host: Arc<Host>,
+    /// Chosen since the last cleanup.
+    used: AtomicBool,
+}
+
+/// The hosts an ORIGINAL_DST cluster made, by address.
+#[derive(Debug)]
+pub struct OriginalDstHosts {
+    config: OriginalDstConfig,
+    hosts: RwLock<HashMap<SocketAddr, Entry>>,
+    /// When the next cleanup is due, in ms since `epoch`.
+    next_cleanup_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl OriginalDstHosts {
+    /// An empty host map.
+    pub fn new(config: OriginalDstConfig) -> Self {
+        OriginalDstHosts {
+            next_cleanup_ms: AtomicU64::new(config.cleanup_interval.as_millis() as u64),
+            config,
+            hosts: RwLock::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Where a connection or request goes: the override header's `ip:port` when enabled and
+    /// valid, else the connection's restored original destination; the port replaced by
+    /// upstream_port_override. None without either.
+    pub fn destination(&self, ctx: &LbContext<'_>) -> Option<SocketAddr> {
+        let from_header = self.config.http_header.as_ref().and_then(|name| {
+            ctx.headers?
+                .get(name)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<SocketAddr>()
+                .ok()
+        });
+        let dst =
+            from_header.or_else(|| ctx.downstream.filter(|c| c.local_restored).map(|c| c.local))?;
+        Some(match self.config.port_override {
+            Some(p) => SocketAddr::new(dst.ip(), p),
+            None => dst,
+        })
+    }
+
+    /// The host for the destination of `ctx`, made on first use.
+    pub fn choose(&self, cluster: &ClusterRuntime, ctx: &LbContext<'_>) -> Option<Arc<Host>> {
+        let dst = self.destination(ctx)?;
+        self.cleanup_if_due(cluster);
+        if let Some(e) = read(&self.hosts).get(&dst) {
+            e.used.store(true, Ordering::Relaxed);
+            return Some(e.host.clone());
+        }
+        let mut hosts = write(&self.hosts);
+        let e = hosts.entry(dst).or_insert_with(|| Entry {
+            host: Arc::new(Host {
+                target: Target::Socket(dst),
+                hostname: String::new(),
+                weight: 1,
+                healthy: true,
+                active_requests: AtomicU64::new(0),
+                tls: cluster.config.tls_for(None),
+                pool: std::sync::OnceLock::new(),
+            }),
+            used: AtomicBool::new(true),
+        });
+        e.used.store(true, Ordering::Relaxed);
+        let host = e.host.clone();
+        set_membership(cluster, hosts.len());
+        Some(host)
+    }
+
+    /// Every host it holds now.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        read(&self.hosts).values().map(|e| e.host.clone()).collect()
+    }
+
+    /// Purges the hosts nothing chose during the last interval and nothing holds.
+    fn cleanup_if_due(&self, cluster: &ClusterRuntime) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let due = self.next_cleanup_ms.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let next = now + self.config.cleanup_interval.as_millis() as u64;
+        if self
+            .next_cleanup_ms
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut hosts = write(&self.hosts);
+        hosts
+            .retain(|_, e| e.used.swap(false, Ordering::Relaxed) || Arc::strong_count(&e.host) > 1);
+        set_membership(cluster, hosts.len());
+    }
+}
+
+fn set_membership(cluster: &ClusterRuntime, n: usize) {
+    cluster.stats.membership_total.set(n as i64);
+    cluster.stats.membership_healthy.set(n as i64);
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
