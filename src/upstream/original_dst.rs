@@ -127,3 +127,60 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::connection_info::ConnectionInfo;
+    use std::time::Duration;
+
+    fn hosts(header: bool, port: Option<u16>) -> OriginalDstHosts {
+        OriginalDstHosts::new(OriginalDstConfig {
+            http_header: header.then(|| HeaderName::from_static("x-envoy-original-dst-host")),
+            port_override: port,
+            cleanup_interval: Duration::from_secs(5),
+        })
+    }
+
+    use http::HeaderName;
+
+    fn ctx<'a>(c: &'a ConnectionInfo, h: &'a http::HeaderMap) -> LbContext<'a> {
+        LbContext {
+            downstream: Some(c),
+            headers: Some(h),
+        }
+    }
+
+    #[test]
+    fn destination_comes_from_header_then_restored_address() {
+        let mut conn = ConnectionInfo::accepted(
+            "127.0.0.1:15001".parse().unwrap(),
+            "10.0.0.1:5000".parse().unwrap(),
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-envoy-original-dst-host", "10.1.1.1:80".parse().unwrap());
+        assert_eq!(hosts(false, None).destination(&ctx(&conn, &headers)), None);
+        assert_eq!(
+            hosts(true, None).destination(&ctx(&conn, &headers)),
+            Some("10.1.1.1:80".parse().unwrap())
+        );
+        conn.restore_local("10.2.2.2:8080".parse().unwrap());
+        assert_eq!(
+            hosts(false, None).destination(&ctx(&conn, &headers)),
+            Some("10.2.2.2:8080".parse().unwrap())
+        );
+        assert_eq!(
+            hosts(false, Some(9)).destination(&ctx(&conn, &headers)),
+            Some("10.2.2.2:9".parse().unwrap())
+        );
+        headers.insert(
+            "x-envoy-original-dst-host",
+            "not an address".parse().unwrap(),
+        );
+        assert_eq!(
+            hosts(true, None).destination(&ctx(&conn, &headers)),
+            Some("10.2.2.2:8080".parse().unwrap()),
+            "an invalid header falls back to the original destination"
+        );
+    }
+}

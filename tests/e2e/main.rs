@@ -2,11 +2,14 @@
 
 mod access_log;
 mod admin;
+mod capture;
 mod config;
 mod grpc;
 mod hcm;
 mod http;
 mod istio;
+mod netns;
+mod original_dst;
 mod sds;
 mod support;
 mod tcp;

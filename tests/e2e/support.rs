@@ -95,6 +95,12 @@ impl Proxy {
 
     /// As [`Proxy::start`], with extra command-line flags.
     pub fn start_with(yaml: &str, extra: &[&str]) -> Proxy {
+        Self::start_as(yaml, extra, None)
+    }
+
+    /// As [`Proxy::start_with`], the process running with group id `gid` when given (the
+    /// proxy's group, whose traffic capture rules let through).
+    pub fn start_as(yaml: &str, extra: &[&str], gid: Option<u32>) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("bootstrap.yaml");
         let addr_file = dir.path().join("admin.addr");
@@ -102,7 +108,7 @@ impl Proxy {
             "admin:\n  address:\n    socket_address: {{address: 127.0.0.1, port_value: 0}}\n{yaml}"
         );
         std::fs::write(&cfg, full).unwrap();
-        Self::spawn(&cfg, dir, addr_file, extra)
+        Self::spawn_as(&cfg, dir, addr_file, extra, gid)
     }
 
     fn spawn(
@@ -111,7 +117,21 @@ impl Proxy {
         addr_file: std::path::PathBuf,
         extra: &[&str],
     ) -> Proxy {
-        let child = Command::new(bin())
+        Self::spawn_as(cfg, dir, addr_file, extra, None)
+    }
+
+    fn spawn_as(
+        cfg: &std::path::Path,
+        dir: tempfile::TempDir,
+        addr_file: std::path::PathBuf,
+        extra: &[&str],
+        gid: Option<u32>,
+    ) -> Proxy {
+        let mut cmd = Command::new(bin());
+        if let Some(g) = gid {
+            std::os::unix::process::CommandExt::gid(&mut cmd, g);
+        }
+        let child = cmd
             .args([
                 "-c",
                 cfg.to_str().unwrap(),
@@ -317,7 +337,16 @@ where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_each_at("127.0.0.1:0".parse().unwrap(), handle).await
+}
+
+/// Listens on `bind` and runs `handle` on every accepted connection.
+async fn serve_each_at<F, Fut>(bind: SocketAddr, handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
@@ -325,6 +354,52 @@ where
         }
     });
     addr
+}
+
+/// An HTTP server (HTTP/1.1 or h2c) on `bind` that answers every request with JSON naming
+/// itself, the peer address it saw, the request's protocol version and path.
+pub async fn peer_http(bind: SocketAddr, name: &'static str) -> SocketAddr {
+    serve_each_at(bind, move |s| async move {
+        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let v = serde_json::json!({
+                "upstream": name,
+                "peer": peer.clone(),
+                "version": format!("{:?}", req.version()),
+                "path": req.uri().path(),
+            });
+            async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v.to_string())))) }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(s), svc)
+            .await;
+    })
+    .await
+}
+
+/// A TCP server on `bind` that first writes `peer=<address it saw>\n`, then echoes.
+pub async fn peer_tcp(bind: SocketAddr) -> SocketAddr {
+    serve_each_at(bind, |mut s| async move {
+        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        if s.write_all(format!("peer={peer}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
 }
 
 async fn echo(

@@ -1,0 +1,335 @@
+//! Transparent capture end to end, as in an Istio pod: `pilotfish iptables` installs
+//! istio-iptables' REDIRECT rules in a pod network namespace, the proxy runs there with the
+//! proxy's group id, and an application in the pod and a client in another namespace talk
+//! through it. Needs root (see netns.rs).
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::netns;
+use crate::support::*;
+
+const PROXY_GID: u32 = 1337;
+
+fn tcp_chain(name: &str, port_match: &str, cluster: &str) -> String {
+    format!(
+        r#"    - name: {name}
+{port_match}      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {cluster}
+          cluster: {cluster}
+"#
+    )
+}
+
+fn hcm(prefix: &str, cluster: &str, listener: &str) -> String {
+    format!(
+        r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {prefix}
+          route_config:
+            response_headers_to_add:
+            - header: {{key: x-listener, value: {listener}}}
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /}}
+                route: {{cluster: "{cluster}"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
+
+/// The listeners and clusters istiod gives a sidecar, cut down to one outbound HTTP service
+/// (`remote:8080`, a bind_to_port: false listener the 15001 listener hands off to) and one
+/// inbound HTTP port (8000); everything else passes through.
+fn pod_bootstrap(remote: SocketAddr) -> String {
+    let passthrough = |name: &str, bind: bool| {
+        format!(
+            "  - name: \"{name}\"\n    connect_timeout: 1s\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n{}",
+            if bind {
+                "    upstream_bind_config: {source_address: {address: 127.0.0.6, port_value: 0}}\n"
+            } else {
+                ""
+            }
+        )
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
+    use_original_dst: true
+    traffic_direction: OUTBOUND
+    filter_chains:
+{blackhole_out}{catchall_out}  - name: 0.0.0.0_8080
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 8080}}}}
+    bind_to_port: false
+    traffic_direction: OUTBOUND
+    filter_chains:
+    - filters:
+{outbound_hcm}  - name: virtualInbound
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 15006}}}}
+    traffic_direction: INBOUND
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
+    filter_chains:
+{blackhole_in}    - name: 0.0.0.0_8000
+      filter_chain_match: {{destination_port: 8000}}
+      filters:
+{inbound_hcm}{catchall_in}  clusters:
+  - name: BlackHoleCluster
+    connect_timeout: 1s
+    load_assignment: {{cluster_name: BlackHoleCluster}}
+{pt}{ipt}{in8000}  - name: "outbound|8080||remote.default.svc.cluster.local"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: remote
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {rip}, port_value: {rport}}}}}}}
+"#,
+        blackhole_out = tcp_chain(
+            "virtualOutbound-blackhole",
+            "      filter_chain_match: {destination_port: 15001}\n",
+            "BlackHoleCluster"
+        ),
+        catchall_out = tcp_chain("virtualOutbound-catchall-tcp", "", "PassthroughCluster"),
+        outbound_hcm = hcm(
+            "outbound_0.0.0.0_8080",
+            "outbound|8080||remote.default.svc.cluster.local",
+            "0.0.0.0_8080"
+        ),
+        blackhole_in = tcp_chain(
+            "virtualInbound-blackhole",
+            "      filter_chain_match: {destination_port: 15006}\n",
+            "BlackHoleCluster"
+        ),
+        inbound_hcm = hcm("inbound_0.0.0.0_8000", "inbound|8000||", "virtualInbound"),
+        catchall_in = tcp_chain("virtualInbound", "", "InboundPassthroughCluster"),
+        pt = passthrough("PassthroughCluster", false),
+        ipt = passthrough("InboundPassthroughCluster", true),
+        in8000 = passthrough("inbound|8000||", true),
+        rip = remote.ip(),
+        rport = remote.port(),
+    )
+}
+
+async fn read_peer_line(s: &mut TcpStream) -> SocketAddr {
+    let mut line = String::new();
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
+        .await
+        .expect("peer line in time")
+        .unwrap();
+    line.trim()
+        .strip_prefix("peer=")
+        .unwrap_or_else(|| panic!("not a peer line: {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+async fn echo_round(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(buf, msg);
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn captured_traffic_reaches_its_original_destination_both_ways() {
+    let Some(net) = netns::pair() else {
+        return;
+    };
+    let (cip, pip) = (net.client_ip, net.pod_ip);
+    let at = |ip, port| SocketAddr::V4(SocketAddrV4::new(ip, port));
+    let any = |port| SocketAddr::V4(SocketAddrV4::new([0, 0, 0, 0].into(), port));
+    // The remote services, and the application's ports in the pod.
+    let _remote = net.client.serve(move || async move {
+        peer_http(any(8080), "remote").await;
+        peer_tcp(any(9000)).await;
+        peer_tcp(any(9001)).await;
+    });
+    let _app = net.pod.serve(move || async move {
+        peer_http(any(8000), "app").await;
+        peer_tcp(any(8001)).await;
+        peer_tcp(any(8002)).await;
+    });
+    // istio-iptables' flags: capture everything but outbound port 9001 and inbound port
+    // 8001; the proxy's group is let through.
+    net.pod.exec(&[
+        bin(),
+        "iptables",
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-g",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-b",
+        "*",
+        "-o",
+        "9001",
+        "-d",
+        "8001",
+    ]);
+    let rules = net.pod.exec(&["iptables-save", "-t", "nat"]);
+    assert!(
+        rules.contains("-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
+        "{rules}"
+    );
+
+    let yaml = pod_bootstrap(at(cip, 8080));
+    let client = net.client.clone();
+    net.pod.block_on(move || async move {
+        let p = Proxy::start_as(&yaml, &[], Some(PROXY_GID));
+        p.wait_live().await;
+
+        // Outbound HTTP/1.1: the application calls remote:8080; 15001 hands the connection
+        // to the 0.0.0.0_8080 listener, whose route sends it to the remote service.
+        let (s, h, body) =
+            http1_request(at(cip, 8080), "GET", "/out", "remote", &[], Bytes::new()).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            h["x-listener"], "0.0.0.0_8080",
+            "handed off by original destination"
+        );
+        let v = json(&body);
+        assert_eq!(v["upstream"], "remote");
+        let peer: SocketAddr = v["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(peer.ip(), pip, "the proxy connects from the pod's address");
+        // Outbound h2c on the same path.
+        let (s, h, body) = h2c_get(at(cip, 8080), "/h2c").await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(h["x-listener"], "0.0.0.0_8080");
+        assert_eq!(json(&body)["upstream"], "remote");
+        p.wait_stat("listener.0.0.0.0_8080.downstream_cx_total", 2)
+            .await;
+        assert_eq!(
+            p.stat("http.outbound_0.0.0.0_8080.downstream_rq_http2_total")
+                .await,
+            1
+        );
+        assert_eq!(
+            p.stat("cluster.outbound|8080||remote.default.svc.cluster.local.upstream_rq_total")
+                .await,
+            2
+        );
+        // The hand-off leaves nothing on the capturing listener.
+        assert_eq!(
+            p.stat("listener.0.0.0.0_15001.downstream_cx_total").await,
+            0
+        );
+
+        // Outbound plain TCP with no listener of its own: 15001's catch-all chain passes it
+        // through to the original destination.
+        let mut s = TcpStream::connect(at(cip, 9000)).await.unwrap();
+        assert_eq!(read_peer_line(&mut s).await.ip(), pip);
+        echo_round(&mut s, b"through the passthrough cluster").await;
+        drop(s);
+        p.wait_stat("cluster.PassthroughCluster.upstream_cx_total", 1)
+            .await;
+        p.wait_stat("listener.0.0.0.0_15001.downstream_cx_total", 1)
+            .await;
+
+        // An excluded outbound port bypasses the proxy.
+        let mut s = TcpStream::connect(at(cip, 9001)).await.unwrap();
+        assert_eq!(read_peer_line(&mut s).await.ip(), pip);
+        echo_round(&mut s, b"direct").await;
+        drop(s);
+
+        // A closed port: the application's connect succeeds (the kernel accepts for the
+        // proxy), then the connection closes at once when the proxy's own connect fails.
+        let mut s = TcpStream::connect(at(cip, 9999)).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        p.wait_stat("cluster.PassthroughCluster.upstream_cx_connect_fail", 1)
+            .await;
+        assert_eq!(
+            p.stat("cluster.PassthroughCluster.upstream_cx_total").await,
+            1
+        );
+
+        // Inbound: the client calls the application's ports; 15006 restores the original
+        // destination, and the proxy connects to the application from 127.0.0.6.
+        let inbound = tokio::task::spawn_blocking(move || {
+            client.block_on(move || async move {
+                let (s, h, body) =
+                    http1_request(at(pip, 8000), "GET", "/in", "app", &[], Bytes::new()).await;
+                let (s2, _, body2) = h2c_get(at(pip, 8000), "/in-h2c").await;
+                let mut t = TcpStream::connect(at(pip, 8002)).await.unwrap();
+                let tcp_peer = read_peer_line(&mut t).await;
+                echo_round(&mut t, b"inbound tcp").await;
+                let mut d = TcpStream::connect(at(pip, 8001)).await.unwrap();
+                let direct_peer = read_peer_line(&mut d).await;
+                (s, h, body, s2, body2, tcp_peer, direct_peer)
+            })
+        })
+        .await
+        .unwrap();
+        let (s, h, body, s2, body2, tcp_peer, direct_peer) = inbound;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(h["x-listener"], "virtualInbound");
+        let v = json(&body);
+        assert_eq!(v["upstream"], "app");
+        let peer: SocketAddr = v["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.6", "{body}");
+        assert_eq!(s2, 200, "{body2}");
+        assert_eq!(json(&body2)["upstream"], "app");
+        assert_eq!(tcp_peer.ip().to_string(), "127.0.0.6");
+        assert_eq!(
+            direct_peer.ip(),
+            cip,
+            "excluded inbound port bypasses the proxy"
+        );
+        p.wait_stat("cluster.inbound|8000||.upstream_rq_total", 2)
+            .await;
+        p.wait_stat("cluster.InboundPassthroughCluster.upstream_cx_total", 1)
+            .await;
+        // Nothing else went through either listener, and nothing is left open.
+        assert_eq!(
+            p.stat("listener.0.0.0.0_15006.downstream_cx_total").await,
+            3
+        );
+        assert_eq!(
+            p.stat("listener.0.0.0.0_15001.downstream_cx_total").await,
+            2
+        );
+        p.wait_stat("listener.0.0.0.0_15001.downstream_cx_active", 0)
+            .await;
+        p.wait_stat("listener.0.0.0.0_8080.downstream_cx_active", 0)
+            .await;
+    });
+    // Cleanup leaves no ISTIO_ chain behind.
+    net.pod.exec(&[bin(), "iptables", "--cleanup-only"]);
+    let rules = net.pod.exec(&["iptables-save", "-t", "nat"]);
+    assert!(!rules.contains("ISTIO_"), "{rules}");
+}
