@@ -174,6 +174,11 @@ static TABLE: &[Spec] = &[
         ignored: &[],
     },
     Spec {
+        message: "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        supported: &[],
+        ignored: &[],
+    },
+    Spec {
         message: "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
         supported: &[],
         ignored: &[(

@@ -88,7 +88,7 @@ pub const REGISTRY: &[(&str, &str, Support)] = &[
     (
         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
         "listener filter",
-        Support::Refused("HTTP inspection is not implemented yet"),
+        Support::Implemented,
     ),
     (
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use prost::Message;
@@ -92,6 +93,8 @@ pub struct ListenerFilters {
     pub original_dst: Option<OriginalDstFilterConfig>,
     /// tls_inspector, if configured.
     pub tls_inspector: Option<TlsInspectorConfig>,
+    /// http_inspector, if configured: not run for connections this predicate matches.
+    pub http_inspector: Option<Option<Predicate>>,
     /// How long listener filters may wait for bytes; None: no limit (`0s`).
     pub timeout: Option<Duration>,
     /// On timeout, go on to filter-chain matching with what is known instead of closing.
@@ -141,6 +144,15 @@ impl ListenerFilters {
                     .map_err(|e| ConfigError::new(&tp, format!("cannot decode: {e}")))?;
                 // Configured besides use_original_dst, its own predicate applies.
                 out.original_dst = Some(OriginalDstFilterConfig { disabled });
+                continue;
+            }
+            if t.ends_with("HttpInspector") {
+                HttpInspector::decode(any.value.as_slice())
+                    .map_err(|e| ConfigError::new(&tp, format!("cannot decode: {e}")))?;
+                if out.http_inspector.is_some() {
+                    return Err(ConfigError::new(&p, "http_inspector is configured twice"));
+                }
+                out.http_inspector = Some(disabled);
                 continue;
             }
             let t = TlsInspector::decode(any.value.as_slice())

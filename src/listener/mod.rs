@@ -4,7 +4,9 @@
 pub mod client_hello;
 pub mod drain;
 pub mod filter_chain_match;
+pub mod http_inspector;
 pub mod manager;
+pub mod peek;
 pub mod stream;
 pub mod tls_inspector;
 
@@ -49,6 +51,7 @@ pub struct ActiveListener {
     stats: ListenerStats,
     tls_stats: Option<crate::tls::server::TlsStats>,
     inspector_stats: Option<tls_inspector::InspectorStats>,
+    http_inspector_stats: Option<http_inspector::HttpInspectorStats>,
     /// Drain state of its connections.
     pub drain: drain::Drain,
     /// Set to stop accepting.
@@ -98,6 +101,11 @@ impl ActiveListener {
                 .tls_inspector
                 .as_ref()
                 .map(|_| tls_inspector::InspectorStats::new(s)),
+            http_inspector_stats: config
+                .listener_filters
+                .http_inspector
+                .as_ref()
+                .map(|_| http_inspector::HttpInspectorStats::new(s)),
             chains: config.filter_chains.iter().map(mk).collect(),
             default_chain: config.default_filter_chain.as_ref().map(mk),
             stats: ListenerStats {
@@ -207,16 +215,26 @@ impl ActiveListener {
         conn: ConnectionInfo,
     ) {
         let (local, remote) = (conn.local, conn.remote);
-        let Some(hello) = self.run_listener_filters(&stream, local).await else {
+        let Some(found) = self.run_listener_filters(&stream, local).await else {
             return;
+        };
+        let hello = found.hello.as_ref();
+        let http: [String; 1];
+        let application_protocols: &[String] = match (hello, found.http) {
+            (Some(h), _) => &h.alpn,
+            (None, Some(p)) => {
+                http = [p.to_string()];
+                &http
+            }
+            (None, None) => &[],
         };
         let facts = ConnectionFacts {
             local,
             remote,
             direct_remote: remote,
-            server_name: hello.as_ref().and_then(|h| h.sni.as_deref()),
+            server_name: hello.and_then(|h| h.sni.as_deref()),
             transport_protocol: if hello.is_some() { "tls" } else { "raw_buffer" },
-            application_protocols: hello.as_ref().map_or(&[], |h| h.alpn.as_slice()),
+            application_protocols,
         };
         let matches: Vec<_> = self
             .config
@@ -259,45 +277,73 @@ impl ActiveListener {
     }
 }
 
+/// What the listener filters learned of a connection.
+#[derive(Debug, Default)]
+struct Inspected {
+    /// The ClientHello, when the connection is TLS.
+    hello: Option<client_hello::ClientHello>,
+    /// The HTTP protocol http_inspector found on a plaintext connection.
+    http: Option<&'static str>,
+}
+
 impl ActiveListener {
-    /// Runs the listener filters (tls_inspector) within listener_filters_timeout. Some(hello)
-    /// for what they learned (None inside: not TLS, or nothing inspected); None: the
-    /// connection is to be closed.
+    /// Runs the listener filters (tls_inspector, then http_inspector on what is not TLS)
+    /// within listener_filters_timeout. None: the connection is to be closed.
     async fn run_listener_filters(
         &self,
         stream: &TcpStream,
         local: SocketAddr,
-    ) -> Option<Option<client_hello::ClientHello>> {
+    ) -> Option<Inspected> {
         let filters = &self.config.listener_filters;
-        let Some(ti) = &filters.tls_inspector else {
-            return Some(None);
-        };
-        if ti
-            .disabled
+        let port = local.port();
+        let tls = filters
+            .tls_inspector
             .as_ref()
-            .is_some_and(|p| p.matches(local.port()))
-        {
-            return Some(None);
+            .filter(|ti| !ti.disabled.as_ref().is_some_and(|p| p.matches(port)));
+        let http = filters
+            .http_inspector
+            .as_ref()
+            .filter(|d| !d.as_ref().is_some_and(|p| p.matches(port)));
+        if tls.is_none() && http.is_none() {
+            return Some(Inspected::default());
         }
-        let stats = self.inspector_stats.as_ref()?;
-        let inspect = tls_inspector::run(stream, ti, stats);
-        let result = match filters.timeout {
+        let mut found = Inspected::default();
+        let inspect = async {
+            if let (Some(ti), Some(stats)) = (tls, &self.inspector_stats) {
+                match tls_inspector::run(stream, ti, stats).await {
+                    Ok(hello) => found.hello = hello,
+                    Err(e) => {
+                        tracing::debug!(listener = %self.config.name, "{e}");
+                        return false;
+                    }
+                }
+            }
+            if found.hello.is_none()
+                && http.is_some()
+                && let Some(stats) = &self.http_inspector_stats
+            {
+                match http_inspector::run(stream, stats).await {
+                    Ok(p) => found.http = p,
+                    Err(()) => return false,
+                }
+            }
+            true
+        };
+        let ok = match filters.timeout {
             Some(t) => match tokio::time::timeout(t, inspect).await {
-                Ok(r) => r,
+                Ok(ok) => ok,
                 Err(_) => {
                     self.stats.downstream_pre_cx_timeout.inc();
-                    return filters.continue_on_timeout.then_some(None);
+                    if !filters.continue_on_timeout {
+                        return None;
+                    }
+                    // Go on with what the filters learned before the timeout.
+                    true
                 }
             },
             None => inspect.await,
         };
-        match result {
-            Ok(hello) => Some(hello),
-            Err(e) => {
-                tracing::debug!(listener = %self.config.name, "{e}");
-                None
-            }
-        }
+        ok.then_some(found)
     }
 }
 

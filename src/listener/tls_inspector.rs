@@ -3,8 +3,6 @@
 //! filter-chain matching. Envoy's `tls_inspector.*` stats.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::net::TcpStream;
 
 use super::client_hello::{ClientHello, Inspection, inspect};
@@ -98,13 +96,9 @@ pub async fn run(
                 buf.resize((buf.len() * 2).min(MAX_CLIENT_HELLO), 0);
             }
             Inspection::NeedMore => {
-                // Peeking leaves the socket readable, so readiness cannot say when more
-                // bytes come: wait a little between peeks that saw nothing new.
-                if n == seen {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                seen = n;
-                stream.readable().await.map_err(|_| InspectError::Closed)?;
+                super::peek::wait_for_more(stream, n, &mut seen)
+                    .await
+                    .map_err(|_| InspectError::Closed)?;
             }
         }
     }

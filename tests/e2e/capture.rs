@@ -52,7 +52,9 @@ fn hcm(prefix: &str, cluster: &str, listener: &str) -> String {
 
 /// The listeners and clusters istiod gives a sidecar, cut down to one outbound HTTP service
 /// (`remote:8080`, a bind_to_port: false listener the 15001 listener hands off to) and one
-/// inbound HTTP port (8000); everything else passes through.
+/// inbound HTTP port (8000); other inbound HTTP (found by http_inspector) and TCP (port 8002,
+/// a server-first protocol, so not inspected) pass through to the original destination, as does other
+/// outbound traffic.
 fn pod_bootstrap(remote: SocketAddr) -> String {
     let passthrough = |name: &str, bind: bool| {
         format!(
@@ -84,11 +86,20 @@ fn pod_bootstrap(remote: SocketAddr) -> String {
     listener_filters:
     - name: envoy.filters.listener.original_dst
       typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}
+      filter_disabled: {{destination_port_range: {{start: 8002, end: 8003}}}}
+    - name: envoy.filters.listener.http_inspector
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector}}
+      filter_disabled: {{destination_port_range: {{start: 8002, end: 8003}}}}
     filter_chains:
 {blackhole_in}    - name: 0.0.0.0_8000
       filter_chain_match: {{destination_port: 8000}}
       filters:
-{inbound_hcm}{catchall_in}  clusters:
+{inbound_hcm}    - name: virtualInbound-catchall-http
+      filter_chain_match: {{transport_protocol: raw_buffer, application_protocols: [http/1.1, h2c]}}
+      filters:
+{catchall_http}{catchall_in}  clusters:
   - name: BlackHoleCluster
     connect_timeout: 1s
     load_assignment: {{cluster_name: BlackHoleCluster}}
@@ -117,7 +128,16 @@ fn pod_bootstrap(remote: SocketAddr) -> String {
             "BlackHoleCluster"
         ),
         inbound_hcm = hcm("inbound_0.0.0.0_8000", "inbound|8000||", "virtualInbound"),
-        catchall_in = tcp_chain("virtualInbound", "", "InboundPassthroughCluster"),
+        catchall_http = hcm(
+            "inbound_passthrough",
+            "InboundPassthroughCluster",
+            "virtualInbound-catchall-http"
+        ),
+        catchall_in = tcp_chain(
+            "virtualInbound",
+            "      filter_chain_match: {transport_protocol: raw_buffer}\n",
+            "InboundPassthroughCluster"
+        ),
         pt = passthrough("PassthroughCluster", false),
         ipt = passthrough("InboundPassthroughCluster", true),
         in8000 = passthrough("inbound|8000||", true),
@@ -172,6 +192,7 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
         peer_http(any(8000), "app").await;
         peer_tcp(any(8001)).await;
         peer_tcp(any(8002)).await;
+        peer_http(any(8003), "app-8003").await;
     });
     // istio-iptables' flags: capture everything but outbound port 9001 and inbound port
     // 8001; the proxy's group is let through.
@@ -285,17 +306,18 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
                 let (s, h, body) =
                     http1_request(at(pip, 8000), "GET", "/in", "app", &[], Bytes::new()).await;
                 let (s2, _, body2) = h2c_get(at(pip, 8000), "/in-h2c").await;
+                let other = h2c_get(at(pip, 8003), "/other").await;
                 let mut t = TcpStream::connect(at(pip, 8002)).await.unwrap();
                 let tcp_peer = read_peer_line(&mut t).await;
                 echo_round(&mut t, b"inbound tcp").await;
                 let mut d = TcpStream::connect(at(pip, 8001)).await.unwrap();
                 let direct_peer = read_peer_line(&mut d).await;
-                (s, h, body, s2, body2, tcp_peer, direct_peer)
+                (s, h, body, s2, body2, tcp_peer, direct_peer, other)
             })
         })
         .await
         .unwrap();
-        let (s, h, body, s2, body2, tcp_peer, direct_peer) = inbound;
+        let (s, h, body, s2, body2, tcp_peer, direct_peer, other) = inbound;
         assert_eq!(s, 200, "{body}");
         assert_eq!(h["x-listener"], "virtualInbound");
         let v = json(&body);
@@ -310,14 +332,32 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
             cip,
             "excluded inbound port bypasses the proxy"
         );
+        // HTTP to a port without a chain of its own: http_inspector finds h2c, the
+        // catch-all HTTP chain routes it to its original destination.
+        let (s3, h3, body3) = other;
+        assert_eq!(s3, 200, "{body3}");
+        assert_eq!(h3["x-listener"], "virtualInbound-catchall-http");
+        let v = json(&body3);
+        assert_eq!(v["upstream"], "app-8003");
+        assert!(
+            v["peer"].as_str().unwrap().starts_with("127.0.0.6:"),
+            "{body3}"
+        );
+        assert_eq!(p.stat("http_inspector.http2_found").await, 2);
+        assert_eq!(p.stat("http_inspector.http11_found").await, 1);
         p.wait_stat("cluster.inbound|8000||.upstream_rq_total", 2)
             .await;
-        p.wait_stat("cluster.InboundPassthroughCluster.upstream_cx_total", 1)
+        p.wait_stat("cluster.InboundPassthroughCluster.upstream_rq_total", 1)
             .await;
+        assert_eq!(
+            p.stat("tcp.InboundPassthroughCluster.downstream_cx_total")
+                .await,
+            1
+        );
         // Nothing else went through either listener, and nothing is left open.
         assert_eq!(
             p.stat("listener.0.0.0.0_15006.downstream_cx_total").await,
-            3
+            4
         );
         assert_eq!(
             p.stat("listener.0.0.0.0_15001.downstream_cx_total").await,
