@@ -548,7 +548,7 @@ fn clusters(server: &Server, json: bool) -> Response<Body> {
             out.push_str(&format!("{name}::added_via_api::false\n"));
         }
         let mut hosts = Vec::new();
-        for h in c.hosts.load().all() {
+        for h in &c.all_hosts() {
             if json {
                 let address = match &h.target {
                     crate::upstream::connect::Target::Socket(a) => {

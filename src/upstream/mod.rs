@@ -274,6 +274,15 @@ impl ClusterRuntime {
         Some(hosts[i].clone())
     }
 
+    /// Every host it has now: its host set's, or the ones an ORIGINAL_DST cluster made.
+    pub fn all_hosts(&self) -> Vec<Arc<Host>> {
+        let mut v: Vec<Arc<Host>> = self.hosts.load().all().cloned().collect();
+        if let Some(od) = &self.original_dst {
+            v.extend(od.hosts());
+        }
+        v
+    }
+
     /// Takes a request slot under the max_requests circuit breaker; None when it is open.
     pub fn try_start_request(self: &Arc<Self>) -> Option<RequestGuard> {
         let max = self.config.thresholds.max_requests;

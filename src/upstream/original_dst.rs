@@ -183,4 +183,72 @@ mod tests {
             "an invalid header falls back to the original destination"
         );
     }
+
+    #[test]
+    fn hosts_nothing_chose_for_an_interval_are_purged() {
+        let proto = envoy_types::pb::envoy::config::cluster::v3::Cluster {
+            name: "pt".into(),
+            cluster_discovery_type: Some(
+                envoy_types::pb::envoy::config::cluster::v3::cluster::ClusterDiscoveryType::Type(
+                    4, // ORIGINAL_DST
+                ),
+            ),
+            lb_policy: 6, // CLUSTER_PROVIDED
+            cleanup_interval: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 0,
+                nanos: 50_000_000,
+            }),
+            ..Default::default()
+        };
+        let config = Arc::new(crate::config::cluster::Cluster::from_proto(&proto, "c").unwrap());
+        let store = Arc::new(crate::stats::Store::new(
+            crate::stats::TagProducer::default_envoy(),
+            Default::default(),
+        ));
+        let cluster = ClusterRuntime::new(config, &store, false, "");
+        let mut headers = http::HeaderMap::new();
+        let conn = ConnectionInfo::accepted(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let pick = |h: &http::HeaderMap| {
+            cluster.choose_host(&LbContext {
+                downstream: Some(&conn),
+                headers: Some(h),
+            })
+        };
+        let od = cluster.original_dst.as_ref().unwrap();
+        // Without use_http_header the header is not read, and the address is not restored.
+        headers.insert("x-envoy-original-dst-host", "10.0.0.1:80".parse().unwrap());
+        assert!(pick(&headers).is_none());
+        let mut conn_a = conn;
+        conn_a.restore_local("10.0.0.1:80".parse().unwrap());
+        let mut conn_b = conn;
+        conn_b.restore_local("10.0.0.2:80".parse().unwrap());
+        let via = |c: &ConnectionInfo| {
+            cluster.choose_host(&LbContext {
+                downstream: Some(c),
+                headers: None,
+            })
+        };
+        drop(via(&conn_a).unwrap());
+        drop(via(&conn_b).unwrap());
+        assert_eq!(od.hosts().len(), 2);
+        assert_eq!(cluster.stats.membership_total.value(), 2);
+        // Within the next interval only A is chosen; at the cleanup after it, B is purged.
+        std::thread::sleep(Duration::from_millis(60));
+        drop(via(&conn_a).unwrap()); // runs the first cleanup: both were used before it
+        assert_eq!(od.hosts().len(), 2);
+        std::thread::sleep(Duration::from_millis(60));
+        drop(via(&conn_a).unwrap());
+        assert_eq!(od.hosts().len(), 1);
+        assert_eq!(cluster.stats.membership_total.value(), 1);
+        // A host something still holds is kept.
+        let held = via(&conn_b).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        drop(via(&conn_a).unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        drop(via(&conn_a).unwrap());
+        assert_eq!(od.hosts().len(), 2, "{held}");
+    }
 }

@@ -299,6 +299,19 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
             1
         );
 
+        // A peer that resets mid-stream: the proxy closes its upstream side too.
+        let mut s = TcpStream::connect(at(cip, 9000)).await.unwrap();
+        read_peer_line(&mut s).await;
+        echo_round(&mut s, b"before the reset").await;
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        p.wait_stat("cluster.PassthroughCluster.upstream_cx_destroy", 2)
+            .await;
+        p.wait_stat("cluster.PassthroughCluster.upstream_cx_active", 0)
+            .await;
+
         // Inbound: the client calls the application's ports; 15006 restores the original
         // destination, and the proxy connects to the application from 127.0.0.6.
         let inbound = tokio::task::spawn_blocking(move || {
@@ -361,7 +374,7 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
         );
         assert_eq!(
             p.stat("listener.0.0.0.0_15001.downstream_cx_total").await,
-            2
+            3
         );
         p.wait_stat("listener.0.0.0.0_15001.downstream_cx_active", 0)
             .await;
