@@ -36,7 +36,7 @@ fn hcm(prefix: &str, cluster: &str, listener: &str) -> String {
           stat_prefix: {prefix}
           route_config:
             response_headers_to_add:
-            - header: {{key: x-listener, value: {listener}}}
+            - header: {{key: x-listener, value: "{listener}"}}
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -385,4 +385,92 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
     net.pod.exec(&[bin(), "iptables", "--cleanup-only"]);
     let rules = net.pod.exec(&["iptables-save", "-t", "nat"]);
     assert!(!rules.contains("ISTIO_"), "{rules}");
+}
+
+/// IPv6: a connection redirected by ip6tables keeps its original destination
+/// (IP6T_SO_ORIGINAL_DST) and is handed off by it, or passed through to it.
+#[test]
+fn ipv6_captured_connections_keep_their_original_destination() {
+    let Some(net) = netns::pair() else {
+        return;
+    };
+    let (cip6, pip6) = (net.client_ip6, net.pod_ip6);
+    let at6 = |ip, port| SocketAddr::new(std::net::IpAddr::V6(ip), port);
+    let any6 = |port| SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    let _remote = net.client.serve(move || async move {
+        peer_http(any6(8080), "remote").await;
+        peer_tcp(any6(9000)).await;
+    });
+    // A REDIRECT rule of the istio-iptables shape, for IPv6: everything the application
+    // sends to the remote side goes to 15001; the proxy's group is let through.
+    net.pod.exec(&[
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        &format!("{cip6}/128"),
+        "-m",
+        "owner",
+        "!",
+        "--gid-owner",
+        "1337",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ]);
+    let yaml = format!(
+        r#"static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: {{socket_address: {{address: "::", port_value: 15001}}}}
+    use_original_dst: true
+    filter_chains:
+{catchall}  - name: "[::]_8080"
+    address: {{socket_address: {{address: "::", port_value: 8080}}}}
+    bind_to_port: false
+    filter_chains:
+    - filters:
+{hcm}  clusters:
+  - name: PassthroughCluster
+    connect_timeout: 1s
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+"#,
+        catchall = tcp_chain("virtualOutbound-catchall-tcp", "", "PassthroughCluster"),
+        hcm = hcm("outbound_8080", "PassthroughCluster", "[::]_8080"),
+    );
+    net.pod.block_on(move || async move {
+        let p = Proxy::start_as(&yaml, &[], Some(PROXY_GID));
+        p.wait_live().await;
+        let (s, h, body) =
+            http1_request(at6(cip6, 8080), "GET", "/v6", "remote", &[], Bytes::new()).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            h["x-listener"], "[::]_8080",
+            "handed off by original destination"
+        );
+        let v = json(&body);
+        assert_eq!(v["upstream"], "remote");
+        let peer: SocketAddr = v["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(peer.ip(), std::net::IpAddr::V6(pip6));
+
+        let mut s = TcpStream::connect(at6(cip6, 9000)).await.unwrap();
+        assert_eq!(
+            read_peer_line(&mut s).await.ip(),
+            std::net::IpAddr::V6(pip6)
+        );
+        echo_round(&mut s, b"v6 passthrough").await;
+        drop(s);
+        p.wait_stat("cluster.PassthroughCluster.upstream_cx_total", 2)
+            .await;
+        assert_eq!(
+            p.stat("tcp.PassthroughCluster.downstream_cx_total").await,
+            1
+        );
+    });
 }

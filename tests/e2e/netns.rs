@@ -3,7 +3,7 @@
 //! `iptables-restore`; without them the tests print `SKIPPED:` and pass, unless
 //! `PILOTFISH_REQUIRE_NETNS=1` (set in CI) makes that a failure.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -26,6 +26,10 @@ pub struct Pair {
     pub client_ip: Ipv4Addr,
     /// The pod's address.
     pub pod_ip: Ipv4Addr,
+    /// The client namespace's IPv6 address: fd77:<n>::1.
+    pub client_ip6: Ipv6Addr,
+    /// The pod's IPv6 address: fd77:<n>::2.
+    pub pod_ip6: Ipv6Addr,
 }
 
 impl Drop for Pair {
@@ -83,6 +87,8 @@ pub fn pair() -> Option<Pair> {
         },
         client_ip: Ipv4Addr::new(10, 77, n as u8, 1),
         pod_ip: Ipv4Addr::new(10, 77, n as u8, 2),
+        client_ip6: Ipv6Addr::new(0xfd77, n as u16, 0, 0, 0, 0, 0, 1),
+        pod_ip6: Ipv6Addr::new(0xfd77, n as u16, 0, 0, 0, 0, 0, 2),
     };
     let (vc, vp) = (format!("vc{tag}"), format!("vp{tag}"));
     let setup = || -> Result<(), String> {
@@ -91,11 +97,13 @@ pub fn pair() -> Option<Pair> {
         ip(&["link", "add", &vc, "type", "veth", "peer", "name", &vp])?;
         ip(&["link", "set", &vc, "netns", &pair.client.name])?;
         ip(&["link", "set", &vp, "netns", &pair.pod.name])?;
-        for (ns, dev, addr) in [
-            (&pair.client.name, &vc, pair.client_ip),
-            (&pair.pod.name, &vp, pair.pod_ip),
+        for (ns, dev, addr, addr6) in [
+            (&pair.client.name, &vc, pair.client_ip, pair.client_ip6),
+            (&pair.pod.name, &vp, pair.pod_ip, pair.pod_ip6),
         ] {
             ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            let a6 = format!("{addr6}/64");
+            ip(&["-n", ns, "addr", "add", &a6, "dev", dev, "nodad"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }

@@ -146,7 +146,11 @@ impl Proxy {
         Self::wait_started(child, dir, addr_file)
     }
 
-    fn wait_started(child: Child, dir: tempfile::TempDir, addr_file: std::path::PathBuf) -> Proxy {
+    fn wait_started(
+        mut child: Child,
+        dir: tempfile::TempDir,
+        addr_file: std::path::PathBuf,
+    ) -> Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(s) = std::fs::read_to_string(&addr_file)
@@ -158,8 +162,10 @@ impl Proxy {
                     _dir: dir,
                 };
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("proxy exited before it started: {status}");
+            }
             if Instant::now() >= deadline {
-                let mut child = child;
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("proxy did not start");
