@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 
 use clap::Parser;
 
-use super::{Capture, cidr_selection, cidrs, port_selection, ports, render, restore_text, split};
+use super::{
+    Capture, Family, cidr_selection, cidrs, port_selection, ports, render, restore_text, split,
+};
 
 /// istio-iptables' flags (REDIRECT mode).
 #[derive(Debug, Parser)]
@@ -72,6 +74,10 @@ pub struct Args {
     /// Remove the capture (the chains, and the rules these flags would add) and exit.
     #[arg(long = "cleanup-only")]
     cleanup_only: bool,
+    /// Capture IPv6 as well (ip6tables), as istio-iptables does when ENABLE_INBOUND_IPV6 is
+    /// true.
+    #[arg(skip = ipv6_from_env())]
+    ipv6: bool,
     /// The log level (accepted for istio-iptables' command line; this command only prints
     /// errors).
     #[arg(long = "log_output_level")]
@@ -88,21 +94,25 @@ impl Args {
             ));
         }
         let mut notes = Vec::new();
-        let (outbound_cidrs, skipped) = cidr_selection("-i", &self.service_cidr)?;
-        notes.extend(
-            skipped
-                .into_iter()
-                .map(|c| format!("-i: IPv6 range {c} skipped")),
-        );
+        let ipv6 = self.ipv6;
+        let outbound_cidrs = cidr_selection("-i", &self.service_cidr)?;
         if self.service_exclude_cidr.trim() == "*" {
             return Err("-x: `*` is not a valid exclusion".into());
         }
-        let (outbound_cidrs_exclude, skipped) = cidrs("-x", &self.service_exclude_cidr)?;
-        notes.extend(
-            skipped
-                .into_iter()
-                .map(|c| format!("-x: IPv6 range {c} skipped")),
-        );
+        let outbound_cidrs_exclude = cidrs("-x", &self.service_exclude_cidr)?;
+        if !ipv6 {
+            let listed = match &outbound_cidrs {
+                super::Selection::Some(l) => l.as_slice(),
+                _ => &[],
+            };
+            for (flag, list) in [("-i", listed), ("-x", &outbound_cidrs_exclude)] {
+                for c in list.iter().filter(|c| c.addr.is_ipv6()) {
+                    notes.push(format!(
+                        "{flag}: IPv6 range {c} skipped (IPv6 capture is off; ENABLE_INBOUND_IPV6=true turns it on)"
+                    ));
+                }
+            }
+        }
         let ids = |v: &str| split(v).into_iter().map(str::to_string).collect::<Vec<_>>();
         let proxy_uids = ids(&self.proxy_uid);
         let proxy_gids = match &self.proxy_gid {
@@ -124,6 +134,7 @@ impl Args {
                 outbound_ports_exclude: ports("-o", &self.outbound_exclude)?,
                 kube_virt_interfaces: ids(&self.kube_virt_interfaces),
                 exclude_interfaces: ids(&self.exclude_interfaces),
+                ipv6,
             },
             notes,
         ))
@@ -151,67 +162,98 @@ pub fn run(args: Vec<String>) -> i32 {
     for n in notes {
         eprintln!("note: {n}");
     }
-    let rules = render(&capture);
-    if args.dry_run {
-        print!(
-            "{}",
-            restore_text(if args.cleanup_only { &[] } else { &rules })
-        );
-        return 0;
+    let mut families = vec![Family::V4];
+    if capture.ipv6 {
+        families.push(Family::V6);
     }
-    let result = save().and_then(|saved| {
-        let input = if args.cleanup_only {
-            super::restore::merge(&saved, &rules, &[])
-        } else {
-            super::restore::merge(&saved, &[], &rules)
-        };
-        restore(&input)
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+    for family in families {
+        let rules = render(&capture, family);
+        if args.dry_run {
+            print!(
+                "{}",
+                restore_text(if args.cleanup_only { &[] } else { &rules })
+            );
+            continue;
         }
+        let result = save(family).and_then(|saved| {
+            let input = if args.cleanup_only {
+                super::restore::merge(&saved, &rules, &[])
+            } else {
+                super::restore::merge(&saved, &[], &rules)
+            };
+            restore(family, &input)
+        });
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+            return 1;
+        }
+        if family == Family::V6 && !args.cleanup_only {
+            // Inbound-to-application connections bind ::6, as istio-iptables sets up.
+            add_inbound_passthrough_v6();
+        }
+    }
+    0
+}
+
+/// Puts ::6 on the loopback interface (a no-op when it is there).
+fn add_inbound_passthrough_v6() {
+    let out = Command::new("ip")
+        .args(["-6", "addr", "add", "::6/128", "dev", "lo"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("File exists") => {}
+        Ok(o) => eprintln!(
+            "note: cannot add ::6 to lo: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("note: cannot run ip: {e}"),
     }
 }
 
-/// The current nat table.
-fn save() -> Result<String, String> {
-    let out = Command::new("iptables-save")
+/// The current nat table of `family`.
+fn save(family: Family) -> Result<String, String> {
+    let tool = family.tools().0;
+    let out = Command::new(tool)
         .args(["-t", "nat"])
         .output()
-        .map_err(|e| format!("cannot run iptables-save: {e}"))?;
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "iptables-save failed: {}",
+            "{tool} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Replaces the nat table with `input` in one transaction.
-fn restore(input: &str) -> Result<(), String> {
-    let mut child = Command::new("iptables-restore")
+/// Replaces the nat table of `family` with `input` in one transaction.
+fn restore(family: Family, input: &str) -> Result<(), String> {
+    let tool = family.tools().1;
+    let mut child = Command::new(tool)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run iptables-restore: {e}"))?;
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())
-            .map_err(|e| format!("iptables-restore: {e}"))?;
+            .map_err(|e| format!("{tool}: {e}"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
+        .map_err(|e| format!("{tool}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "iptables-restore refused the rules: {}",
+            "{tool} refused the rules: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     Ok(())
+}
+
+/// istio-iptables' `ENABLE_INBOUND_IPV6` environment variable.
+fn ipv6_from_env() -> bool {
+    std::env::var("ENABLE_INBOUND_IPV6").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }

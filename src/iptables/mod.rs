@@ -32,11 +32,11 @@ pub enum Selection<T> {
     Some(Vec<T>),
 }
 
-/// An IPv4 CIDR.
+/// An IPv4 or IPv6 CIDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     /// The network address.
-    pub addr: std::net::Ipv4Addr,
+    pub addr: IpAddr,
     /// The prefix length.
     pub len: u8,
 }
@@ -47,7 +47,46 @@ impl std::fmt::Display for Cidr {
     }
 }
 
-/// The capture, as istio-iptables' flags describe it (REDIRECT mode, IPv4).
+/// An IP family: istio-iptables renders the same chains for each, with its loopback and
+/// inbound-passthrough source addresses and the CIDRs of that family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// iptables.
+    V4,
+    /// ip6tables.
+    V6,
+}
+
+impl Family {
+    fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.1/32",
+            Family::V6 => "::1/128",
+        }
+    }
+
+    /// The source address inbound-to-application connections bind (never captured again).
+    fn inbound_passthrough_source(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.6/32",
+            Family::V6 => "::6/128",
+        }
+    }
+
+    fn has(self, c: &Cidr) -> bool {
+        c.addr.is_ipv4() == (self == Family::V4)
+    }
+
+    /// The save and restore commands of its table.
+    pub fn tools(self) -> (&'static str, &'static str) {
+        match self {
+            Family::V4 => ("iptables-save", "iptables-restore"),
+            Family::V6 => ("ip6tables-save", "ip6tables-restore"),
+        }
+    }
+}
+
+/// The capture, as istio-iptables' flags describe it (REDIRECT mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {
     /// `-p`: where outbound TCP goes.
@@ -76,6 +115,8 @@ pub struct Capture {
     pub kube_virt_interfaces: Vec<String>,
     /// `-c`: interfaces whose traffic is never captured.
     pub exclude_interfaces: Vec<String>,
+    /// Capture IPv6 too (istio-iptables' `ENABLE_INBOUND_IPV6`).
+    pub ipv6: bool,
 }
 
 impl Default for Capture {
@@ -94,6 +135,7 @@ impl Default for Capture {
             outbound_ports_exclude: Vec::new(),
             kube_virt_interfaces: Vec::new(),
             exclude_interfaces: Vec::new(),
+            ipv6: false,
         }
     }
 }
@@ -126,43 +168,34 @@ pub fn port_selection(flag: &str, v: &str) -> Result<Selection<u16>, String> {
     })
 }
 
-/// CIDRs of flag `flag`: IPv4 ones are kept; IPv6 ones are skipped, as istio-iptables skips
-/// them when IPv6 is off (returned so the caller can say so).
-pub fn cidrs(flag: &str, v: &str) -> Result<(Vec<Cidr>, Vec<String>), String> {
-    let mut v4 = Vec::new();
-    let mut skipped = Vec::new();
-    for item in split(v) {
-        let (addr, len) = item.split_once('/').unwrap_or((item, ""));
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{flag}: {item:?} is not a CIDR"))?;
-        match ip {
-            IpAddr::V4(a) => {
-                let len = if len.is_empty() {
-                    32
-                } else {
-                    len.parse::<u8>()
-                        .ok()
-                        .filter(|l| *l <= 32)
-                        .ok_or_else(|| format!("{flag}: {item:?} is not a CIDR"))?
-                };
-                v4.push(Cidr { addr: a, len });
-            }
-            IpAddr::V6(_) => skipped.push(item.to_string()),
-        }
-    }
-    Ok((v4, skipped))
+/// CIDRs of flag `flag`, of both families (an address alone is a host route).
+pub fn cidrs(flag: &str, v: &str) -> Result<Vec<Cidr>, String> {
+    split(v)
+        .into_iter()
+        .map(|item| {
+            let bad = || format!("{flag}: {item:?} is not a CIDR");
+            let (addr, len) = item.split_once('/').unwrap_or((item, ""));
+            let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let len = if len.is_empty() {
+                max
+            } else {
+                len.parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(bad)?
+            };
+            Ok(Cidr { addr, len })
+        })
+        .collect()
 }
 
 /// A CIDR selection (`*`, a list, or empty).
-pub fn cidr_selection(flag: &str, v: &str) -> Result<(Selection<Cidr>, Vec<String>), String> {
+pub fn cidr_selection(flag: &str, v: &str) -> Result<Selection<Cidr>, String> {
     Ok(match v.trim() {
-        "" => (Selection::None, Vec::new()),
-        "*" => (Selection::All, Vec::new()),
-        other => {
-            let (c, skipped) = cidrs(flag, other)?;
-            (Selection::Some(c), skipped)
-        }
+        "" => Selection::None,
+        "*" => Selection::All,
+        other => Selection::Some(cidrs(flag, other)?),
     })
 }
 
@@ -181,9 +214,22 @@ fn dports(ports: &[u16]) -> String {
     }
 }
 
-/// The nat-table commands of the capture, in istio-iptables' order, as iptables-restore
-/// lines: `-N` creates a chain, `-A` appends, `-I <chain> 1` inserts first.
-pub fn render(c: &Capture) -> Vec<String> {
+/// The nat-table commands of the capture for `family`, in istio-iptables' order, as
+/// iptables-restore lines: `-N` creates a chain, `-A` appends, `-I <chain> 1` inserts first.
+pub fn render(c: &Capture, family: Family) -> Vec<String> {
+    let outbound_cidrs = match &c.outbound_cidrs {
+        Selection::Some(l) => {
+            Selection::Some(l.iter().filter(|c| family.has(c)).copied().collect())
+        }
+        other => other.clone(),
+    };
+    let outbound_cidrs_exclude: Vec<Cidr> = c
+        .outbound_cidrs_exclude
+        .iter()
+        .filter(|c| family.has(c))
+        .copied()
+        .collect();
+    let (loopback, passthrough_source) = (family.loopback(), family.inbound_passthrough_source());
     let mut out: Vec<String> = CHAINS.iter().map(|ch| format!("-N {ch}")).collect();
     let mut add = |s: String| out.push(s);
     for i in &c.exclude_interfaces {
@@ -233,14 +279,16 @@ pub fn render(c: &Capture) -> Vec<String> {
         add(format!("-A ISTIO_OUTPUT -p udp {d} -j RETURN"));
     }
     // Inbound-to-application connections bind 127.0.0.6: never captured again.
-    add("-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN".into());
+    add(format!(
+        "-A ISTIO_OUTPUT -o lo -s {passthrough_source} -j RETURN"
+    ));
     let loopback_included =
-        matches!(&c.outbound_cidrs, Selection::Some(l) if l.iter().any(|c| c.addr.is_loopback()));
+        matches!(&outbound_cidrs, Selection::Some(l) if l.iter().any(|c| c.addr.is_loopback()));
     for (kind, ids) in [("uid", &c.proxy_uids), ("gid", &c.proxy_gids)] {
         for id in ids {
             // The proxy calling its own pod's address goes through the inbound listener.
             add(format!(
-                "-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport {} -m owner --{kind}-owner {id} -j ISTIO_IN_REDIRECT",
+                "-A ISTIO_OUTPUT -o lo ! -d {loopback} -p tcp ! --dport {} -m owner --{kind}-owner {id} -j ISTIO_IN_REDIRECT",
                 c.inbound_tunnel_port
             ));
             // The application calling itself over loopback is left alone.
@@ -255,8 +303,8 @@ pub fn render(c: &Capture) -> Vec<String> {
             ));
         }
     }
-    add("-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN".into());
-    for cidr in &c.outbound_cidrs_exclude {
+    add(format!("-A ISTIO_OUTPUT -d {loopback} -j RETURN"));
+    for cidr in &outbound_cidrs_exclude {
         add(format!("-A ISTIO_OUTPUT -d {cidr} -j RETURN"));
     }
     for p in &c.outbound_ports {
@@ -264,7 +312,7 @@ pub fn render(c: &Capture) -> Vec<String> {
             "-A ISTIO_OUTPUT -p tcp --dport {p} -j ISTIO_REDIRECT"
         ));
     }
-    match &c.outbound_cidrs {
+    match &outbound_cidrs {
         Selection::None => {}
         Selection::All => {
             add("-A ISTIO_OUTPUT -j ISTIO_REDIRECT".into());

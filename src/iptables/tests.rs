@@ -4,20 +4,24 @@
 use clap::Parser;
 
 use super::cli::Args;
-use super::{render, restore_text};
+use super::{Family, render, restore_text};
 
-fn rendered(flags: &[&str]) -> String {
+fn rendered(flags: &[&str], family: Family) -> String {
     let args = Args::try_parse_from(std::iter::once("iptables").chain(flags.iter().copied()))
         .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
     let (capture, _) = args.capture().unwrap();
-    restore_text(&render(&capture))
+    restore_text(&render(&capture, family))
 }
 
 fn golden(name: &str, flags: &[&str]) {
+    golden_of(name, flags, Family::V4)
+}
+
+fn golden_of(name: &str, flags: &[&str], family: Family) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("iptables/testdata")
         .join(format!("{name}.golden"));
-    let got = rendered(flags);
+    let got = rendered(flags, family);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).unwrap();
     }
@@ -102,9 +106,69 @@ fn bad_flags_are_errors_naming_the_flag() {
     assert!(err(&["-x", "*"]).contains("-x"));
     assert!(err(&["-m", "TPROXY"]).contains("TPROXY"));
     assert!(err(&["--no-such-flag"]).contains("--no-such-flag"));
-    // IPv6 ranges are skipped (IPv6 capture is off), with a note.
+    // IPv6 ranges are skipped while IPv6 capture is off, with a note.
     let args = Args::try_parse_from(["iptables", "-i", "10.0.0.0/8,2001:db8::/32"]).unwrap();
     let (c, notes) = args.capture().unwrap();
-    assert_eq!(notes, ["-i: IPv6 range 2001:db8::/32 skipped"]);
-    assert!(!restore_text(&render(&c)).contains("2001"));
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].starts_with("-i: IPv6 range 2001:db8::/32 skipped"),
+        "{notes:?}"
+    );
+    assert!(!restore_text(&render(&c, Family::V4)).contains("2001"));
+}
+
+#[test]
+fn ipv6_renders_the_same_chains_with_its_own_addresses() {
+    let flags = [
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-x",
+        "",
+        "-b",
+        "*",
+        "-d",
+        "15090,15021,15020",
+    ];
+    golden_of("ipv6-istio-sidecar", &flags, Family::V6);
+    let v6 = rendered(&flags, Family::V6);
+    assert!(
+        v6.contains("-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN"),
+        "{v6}"
+    );
+    assert!(v6.contains("-A ISTIO_OUTPUT -d ::1/128 -j RETURN"), "{v6}");
+    assert!(!v6.contains("127.0.0"), "{v6}");
+    // Each family gets the CIDRs of its own.
+    let mixed = [
+        "-i",
+        "10.0.0.0/8,2001:db8::/32",
+        "-x",
+        "10.1.0.0/16,2001:db8:1::/48",
+    ];
+    let (v4, v6) = (rendered(&mixed, Family::V4), rendered(&mixed, Family::V6));
+    assert!(
+        v4.contains("-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT"),
+        "{v4}"
+    );
+    assert!(
+        v4.contains("-A ISTIO_OUTPUT -d 10.1.0.0/16 -j RETURN"),
+        "{v4}"
+    );
+    assert!(!v4.contains("2001:"), "{v4}");
+    assert!(
+        v6.contains("-A ISTIO_OUTPUT -d 2001:db8::/32 -j ISTIO_REDIRECT"),
+        "{v6}"
+    );
+    assert!(
+        v6.contains("-A ISTIO_OUTPUT -d 2001:db8:1::/48 -j RETURN"),
+        "{v6}"
+    );
+    assert!(!v6.contains("10.0.0.0"), "{v6}");
 }

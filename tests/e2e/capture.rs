@@ -387,8 +387,9 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
     assert!(!rules.contains("ISTIO_"), "{rules}");
 }
 
-/// IPv6: a connection redirected by ip6tables keeps its original destination
-/// (IP6T_SO_ORIGINAL_DST) and is handed off by it, or passed through to it.
+/// IPv6 (`ENABLE_INBOUND_IPV6=true`): a connection redirected by ip6tables keeps its original
+/// destination (IP6T_SO_ORIGINAL_DST) and is handed off by it or passed through to it; an
+/// inbound one reaches the application from ::6.
 #[test]
 fn ipv6_captured_connections_keep_their_original_destination() {
     let Some(net) = netns::pair() else {
@@ -401,28 +402,35 @@ fn ipv6_captured_connections_keep_their_original_destination() {
         peer_http(any6(8080), "remote").await;
         peer_tcp(any6(9000)).await;
     });
-    // A REDIRECT rule of the istio-iptables shape, for IPv6: everything the application
-    // sends to the remote side goes to 15001; the proxy's group is let through.
+    let _app = net.pod.serve(move || async move {
+        peer_tcp(any6(8002)).await;
+    });
+    // istio-iptables with IPv6 on: the same chains in ip6tables, and ::6 on lo.
     net.pod.exec(&[
-        "ip6tables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
+        "env",
+        "ENABLE_INBOUND_IPV6=true",
+        bin(),
+        "iptables",
         "-p",
-        "tcp",
-        "-d",
-        &format!("{cip6}/128"),
-        "-m",
-        "owner",
-        "!",
-        "--gid-owner",
-        "1337",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
         "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-g",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-b",
+        "*",
     ]);
+    let rules = net.pod.exec(&["ip6tables-save", "-t", "nat"]);
+    assert!(
+        rules.contains("-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN"),
+        "{rules}"
+    );
     let yaml = format!(
         r#"static_resources:
   listeners:
@@ -435,15 +443,30 @@ fn ipv6_captured_connections_keep_their_original_destination() {
     bind_to_port: false
     filter_chains:
     - filters:
-{hcm}  clusters:
+{hcm}  - name: virtualInbound
+    address: {{socket_address: {{address: "::", port_value: 15006}}}}
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
+    filter_chains:
+{inbound}  clusters:
   - name: PassthroughCluster
     connect_timeout: 1s
     type: ORIGINAL_DST
     lb_policy: CLUSTER_PROVIDED
+  - name: InboundPassthroughCluster
+    connect_timeout: 1s
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    upstream_bind_config:
+      source_address: {{address: 127.0.0.6, port_value: 0}}
+      extra_source_addresses: [{{address: {{address: "::6", port_value: 0}}}}]
 "#,
+        inbound = tcp_chain("virtualInbound", "", "InboundPassthroughCluster"),
         catchall = tcp_chain("virtualOutbound-catchall-tcp", "", "PassthroughCluster"),
         hcm = hcm("outbound_8080", "PassthroughCluster", "[::]_8080"),
     );
+    let client = net.client.clone();
     net.pod.block_on(move || async move {
         let p = Proxy::start_as(&yaml, &[], Some(PROXY_GID));
         p.wait_live().await;
@@ -472,5 +495,19 @@ fn ipv6_captured_connections_keep_their_original_destination() {
             p.stat("tcp.PassthroughCluster.downstream_cx_total").await,
             1
         );
+        // Inbound over IPv6: to the application from ::6.
+        let app_peer = tokio::task::spawn_blocking(move || {
+            client.block_on(move || async move {
+                let mut t = TcpStream::connect(at6(pip6, 8002)).await.unwrap();
+                let peer = read_peer_line(&mut t).await;
+                echo_round(&mut t, b"v6 inbound").await;
+                peer
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(app_peer.ip().to_string(), "::6");
+        p.wait_stat("cluster.InboundPassthroughCluster.upstream_cx_total", 1)
+            .await;
     });
 }
