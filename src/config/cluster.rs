@@ -216,6 +216,8 @@ pub struct Cluster {
     pub dns_failure_refresh_rate: Option<Duration>,
     /// TCP keepalive (probes, time, interval).
     pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    /// SNI from each request's host (`upstream_http_protocol_options.auto_sni`).
+    pub auto_sni: Option<AutoSni>,
     /// The source address connections bind (`upstream_bind_config`).
     pub bind: Option<super::bind::BindConfig>,
     /// An ORIGINAL_DST cluster's settings.
@@ -380,6 +382,8 @@ impl Cluster {
         let thresholds = thresholds(c, path)?;
         let (protocol, idle_timeout, mut max_requests_per_connection, h2) =
             protocol_options(c, path)?;
+        let auto_sni = auto_sni(c, path)?;
+        let auto_san = auto_sni.as_ref().is_some_and(|a| a.san_validation);
         if let Some(v) = &c.max_requests_per_connection {
             max_requests_per_connection = Some(v.value);
         }
@@ -389,6 +393,7 @@ impl Cluster {
                 ts,
                 &join(path, "transport_socket"),
                 protocol == UpstreamProtocol::Http2,
+                auto_san,
             )?,
         };
         let mut transport_socket_matches = Vec::new();
@@ -405,6 +410,7 @@ impl Cluster {
                     ts,
                     &join(&mp, "transport_socket"),
                     protocol == UpstreamProtocol::Http2,
+                    auto_san,
                 )?,
             };
             transport_socket_matches.push(TransportSocketMatch {
@@ -491,6 +497,7 @@ impl Cluster {
             respect_dns_ttl: c.respect_dns_ttl,
             dns_lookup_family,
             tcp_keepalive,
+            auto_sni,
             bind,
             original_dst,
             healthy_panic_threshold: c
@@ -663,6 +670,67 @@ fn thresholds(c: &cluster::Cluster, path: &str) -> Result<Thresholds, ConfigErro
     Ok(t)
 }
 
+/// `upstream_http_protocol_options` of a cluster's HttpProtocolOptions: the SNI of each new
+/// upstream connection is the request's host (or the value of `override_auto_sni_header`),
+/// and with `auto_san_validation` the upstream certificate must carry it as a DNS SAN.
+#[derive(Debug, Clone)]
+pub struct AutoSni {
+    /// The header read instead of the host.
+    pub header: Option<http::HeaderName>,
+    /// Check the certificate against the SNI instead of the configured SAN matchers.
+    pub san_validation: bool,
+}
+
+fn auto_sni(c: &cluster::Cluster, path: &str) -> Result<Option<AutoSni>, ConfigError> {
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+    else {
+        return Ok(None);
+    };
+    let p = format!(
+        "{}[{HTTP_PROTOCOL_OPTIONS:?}]",
+        join(path, "typed_extension_protocol_options")
+    );
+    let o = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::new(&p, format!("cannot decode: {e}")))?;
+    let Some(u) = &o.upstream_http_protocol_options else {
+        return Ok(None);
+    };
+    let up = join(&p, "upstream_http_protocol_options");
+    if u.auto_san_validation && !u.auto_sni {
+        return Err(ConfigError::new(
+            join(&up, "auto_san_validation"),
+            "SAN validation against the request's host without auto_sni is not implemented yet",
+        ));
+    }
+    if !u.auto_sni {
+        if !u.override_auto_sni_header.is_empty() {
+            return Err(ConfigError::new(
+                join(&up, "override_auto_sni_header"),
+                "only applies with auto_sni",
+            ));
+        }
+        return Ok(None);
+    }
+    let header = if u.override_auto_sni_header.is_empty() {
+        None
+    } else {
+        Some(
+            http::HeaderName::from_bytes(u.override_auto_sni_header.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    join(&up, "override_auto_sni_header"),
+                    format!("{:?} is not a header name", u.override_auto_sni_header),
+                )
+            })?,
+        )
+    };
+    Ok(Some(AutoSni {
+        header,
+        san_validation: u.auto_san_validation,
+    }))
+}
+
 type ProtocolChoice = (
     UpstreamProtocol,
     Option<Duration>,
@@ -720,21 +788,6 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolChoice, 
         }
         if !o.http_filters.is_empty() {
             return Err(ConfigError::unsupported(join(&p, "http_filters")));
-        }
-        if let Some(u) = &o.upstream_http_protocol_options {
-            let up = join(&p, "upstream_http_protocol_options");
-            if u.auto_sni {
-                return Err(ConfigError::new(
-                    join(&up, "auto_sni"),
-                    "SNI from the request's host is not implemented yet",
-                ));
-            }
-            if u.auto_san_validation {
-                return Err(ConfigError::new(
-                    join(&up, "auto_san_validation"),
-                    "SAN validation against the request's host is not implemented yet",
-                ));
-            }
         }
         use upstream_http::http_protocol_options::{
             UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig as PC,

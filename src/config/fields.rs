@@ -845,7 +845,11 @@ static TABLE: &[Spec] = &[
     },
     Spec {
         message: "envoy.config.core.v3.UpstreamHttpProtocolOptions",
-        supported: &["auto_sni", "auto_san_validation"],
+        supported: &[
+            "auto_sni",
+            "auto_san_validation",
+            "override_auto_sni_header",
+        ],
         ignored: &[],
     },
 ];

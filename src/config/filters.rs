@@ -184,11 +184,13 @@ pub fn downstream_transport_socket(
 }
 
 /// A cluster's transport socket: TLS (`UpstreamTlsContext`) or plaintext. `h2`: the cluster
-/// speaks HTTP/2.
+/// speaks HTTP/2; `auto_san`: the cluster checks upstream certificates against the SNI it
+/// takes from each request (auto_san_validation).
 pub fn upstream_transport_socket(
     ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
     path: &str,
     h2: bool,
+    auto_san: bool,
 ) -> Result<Option<Arc<super::tls::UpstreamTls>>, ConfigError> {
     let Some((any, tp)) = transport_socket_config(ts, path, "upstream transport socket")? else {
         return Ok(None);
@@ -197,7 +199,7 @@ pub fn upstream_transport_socket(
         envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext,
     >(any, &tp)?;
     Ok(Some(Arc::new(super::tls::UpstreamTls::from_proto(
-        &ctx, &tp, h2,
+        &ctx, &tp, h2, auto_san,
     )?)))
 }
 

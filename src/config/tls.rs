@@ -255,10 +255,13 @@ pub struct UpstreamTls {
 impl UpstreamTls {
     /// Converts an UpstreamTlsContext; `path` points at it. `h2`: the cluster speaks HTTP/2,
     /// so `h2` is offered by ALPN when the context names no protocols (as Envoy does).
+    /// `auto_san`: a certificate is checked against an SNI taken from the request
+    /// (auto_san_validation) instead of the SAN matchers.
     pub fn from_proto(
         u: &tls::UpstreamTlsContext,
         path: &str,
         h2: bool,
+        auto_san: bool,
     ) -> Result<Self, ConfigError> {
         let cp = join(path, "common_tls_context");
         let common = u.common_tls_context.clone().unwrap_or_default();
@@ -270,10 +273,19 @@ impl UpstreamTls {
             .map_err(|e| ConfigError::new(&pp, e.to_string()))?;
         // Without a validation context Envoy accepts any upstream certificate.
         let validation = validation_source(&common, &cp)?;
+        let sni = if u.sni.is_empty() {
+            None
+        } else {
+            Some(
+                rustls_pki_types::ServerName::try_from(u.sni.clone())
+                    .map_err(|e| ConfigError::new(join(path, "sni"), e.to_string()))?,
+            )
+        };
         let builder = builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(crate::tls::verify::SanVerifier {
                 validation: validation.clone(),
+                auto_san: auto_san.then(|| sni.clone()),
             }));
         let certificate = certificate_source(&common, &cp)?;
         let mut client = match &certificate {
@@ -284,14 +296,6 @@ impl UpstreamTls {
             vec![b"h2".to_vec()]
         } else {
             alpn(&common)
-        };
-        let sni = if u.sni.is_empty() {
-            None
-        } else {
-            Some(
-                rustls_pki_types::ServerName::try_from(u.sni.clone())
-                    .map_err(|e| ConfigError::new(join(path, "sni"), e.to_string()))?,
-            )
         };
         Ok(Self {
             client: Arc::new(client),

@@ -110,6 +110,31 @@ pub async fn forward(
     resp
 }
 
+/// The SNI auto_sni takes from a request: the host (without port) of its `override_auto_sni_header`
+/// or of its authority, lowercased; none for an IP address, as Envoy.
+fn auto_sni(
+    a: &crate::config::cluster::AutoSni,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Option<String> {
+    let value = match &a.header {
+        Some(h) => headers.get(h)?.to_str().ok()?.to_string(),
+        None => match headers.get(http::header::HOST) {
+            Some(v) => v.to_str().ok()?.to_string(),
+            None => uri.authority()?.as_str().to_string(),
+        },
+    };
+    let authority: http::uri::Authority = value.trim().parse().ok()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
 /// The local address of the upstream connection a response came over.
 #[derive(Debug, Clone, Copy)]
 struct UpstreamLocal(Option<std::net::SocketAddr>);
@@ -185,6 +210,11 @@ async fn forward_to(
         inner: body,
         done: request_done.clone(),
     };
+    let sni = cluster
+        .config
+        .auto_sni
+        .as_ref()
+        .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
     let upstream_req = Request::from_parts(parts, body.boxed());
     stats.upstream_rq_total.inc();
     host.active_requests.fetch_add(1, Ordering::Relaxed);
@@ -193,8 +223,9 @@ async fn forward_to(
         host: host.clone(),
     };
     let started = Instant::now();
+    let pool = host.pool_for(cluster, sni.as_deref());
     let exchange = send(
-        host.pool(cluster),
+        &pool,
         upstream_req,
         use_h2,
         f.upgrade,

@@ -99,7 +99,7 @@ impl TcpProxy {
                 info.response_flags.push(ResponseFlag::UpstreamOverflow);
                 break;
             }
-            let result = connect(&host.target, &cluster.config, host.tls.as_deref()).await;
+            let result = connect(&host.target, &cluster.config, host.tls.as_deref(), None).await;
             stats.count_tls(&result);
             match result {
                 Ok(s) => {

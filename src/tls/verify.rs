@@ -17,6 +17,24 @@ use crate::config::secret::PROVIDER;
 pub struct SanVerifier {
     /// The validation context; None: any certificate.
     pub validation: Option<ValidationSource>,
+    /// With auto_san_validation: the context's own `sni` (if any). A DNS server name other
+    /// than it came from the request (auto_sni), and the certificate must carry it as a DNS
+    /// SAN; the SAN matchers apply otherwise.
+    pub auto_san: Option<Option<ServerName<'static>>>,
+}
+
+/// Whether DNS SAN `san` covers `name` (exact, or a `*.` wildcard for one label), ignoring
+/// case.
+fn dns_san_matches(san: &str, name: &str) -> bool {
+    if san.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    match (san.strip_prefix("*."), name.split_once('.')) {
+        (Some(suffix), Some((label, rest))) => {
+            !label.is_empty() && rest.eq_ignore_ascii_case(suffix)
+        }
+        _ => false,
+    }
 }
 
 impl ServerCertVerifier for SanVerifier {
@@ -24,7 +42,7 @@ impl ServerCertVerifier for SanVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
@@ -45,7 +63,22 @@ impl ServerCertVerifier for SanVerifier {
             now,
             PROVIDER.signature_verification_algorithms.all,
         )?;
-        if !current.sans_ok(&san::sans(end_entity)) {
+        let sans = san::sans(end_entity);
+        let from_request = match (&self.auto_san, server_name) {
+            (Some(configured), ServerName::DnsName(name))
+                if configured.as_ref() != Some(&server_name.to_owned()) =>
+            {
+                Some(name.as_ref())
+            }
+            _ => None,
+        };
+        let ok = match from_request {
+            Some(name) => sans
+                .iter()
+                .any(|s| s.kind == san::SanKind::Dns && dns_san_matches(&s.value, name)),
+            None => current.sans_ok(&sans),
+        };
+        if !ok {
             return Err(Error::InvalidCertificate(CertificateError::NotValidForName));
         }
         Ok(ServerCertVerified::assertion())
@@ -83,5 +116,19 @@ impl ServerCertVerifier for SanVerifier {
         PROVIDER
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_san_matches;
+
+    #[test]
+    fn dns_sans_match_exactly_or_by_one_label_wildcard() {
+        assert!(dns_san_matches("api.example.com", "API.example.com"));
+        assert!(dns_san_matches("*.example.com", "api.example.com"));
+        assert!(!dns_san_matches("*.example.com", "a.b.example.com"));
+        assert!(!dns_san_matches("*.example.com", "example.com"));
+        assert!(!dns_san_matches("api.example.com", "web.example.com"));
     }
 }

@@ -51,12 +51,13 @@ pub enum Target {
 }
 
 /// Connects to `target` for `cluster` within its connect_timeout (TLS handshake included when
-/// `tls` is set), binding its `upstream_bind_config` source address and applying its TCP
-/// keepalive settings.
+/// `tls` is set, sending `sni` when given, else the context's), binding its
+/// `upstream_bind_config` source address and applying its TCP keepalive settings.
 pub async fn connect(
     target: &Target,
     cluster: &Cluster,
     tls: Option<&UpstreamTls>,
+    sni: Option<&rustls_pki_types::ServerName<'static>>,
 ) -> Result<UpstreamStream, ConnectError> {
     let timeout = cluster.connect_timeout;
     let keepalive = cluster.tcp_keepalive;
@@ -90,7 +91,7 @@ pub async fn connect(
                     Some(t) => {
                         // Without `sni`, the name only selects the session cache entry: no
                         // SNI is sent for an IP address.
-                        let name = t.sni.clone().unwrap_or_else(|| {
+                        let name = sni.or(t.sni.as_ref()).cloned().unwrap_or_else(|| {
                             rustls_pki_types::ServerName::IpAddress(addr.ip().into())
                         });
                         tokio_rustls::TlsConnector::from(t.client.clone())

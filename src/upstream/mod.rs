@@ -50,6 +50,40 @@ pub struct Host {
 }
 
 impl Host {
+    /// The pool for a request: with auto_sni and an `sni` from the request, the pool of
+    /// connections that send it (one per host and SNI, kept by the cluster); else the
+    /// host's own.
+    pub fn pool_for<'a>(
+        self: &'a Arc<Self>,
+        cluster: &'a ClusterRuntime,
+        sni: Option<&str>,
+    ) -> std::borrow::Cow<'a, Arc<Pool>> {
+        let (Some(sni), Some(pools)) = (sni, cluster.sni_pools.as_deref()) else {
+            return std::borrow::Cow::Borrowed(self.pool(cluster));
+        };
+        if self.tls.is_none() {
+            return std::borrow::Cow::Borrowed(self.pool(cluster));
+        }
+        let Ok(name) = rustls_pki_types::ServerName::try_from(sni.to_string()) else {
+            return std::borrow::Cow::Borrowed(self.pool(cluster));
+        };
+        let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (self.to_string(), Arc::<str>::from(sni));
+        let pool = pools.entry(key).or_insert_with(|| {
+            Arc::new(
+                Pool::new(
+                    cluster.config.clone(),
+                    cluster.stats.clone(),
+                    cluster.limits.clone(),
+                    self.target.clone(),
+                    self.tls.clone(),
+                )
+                .with_sni(name),
+            )
+        });
+        std::borrow::Cow::Owned(pool.clone())
+    }
+
     /// Its connection pool, made on first use.
     pub fn pool(&self, cluster: &ClusterRuntime) -> &Arc<Pool> {
         self.pool.get_or_init(|| {
@@ -150,7 +184,12 @@ pub struct ClusterRuntime {
     pub assignment: ArcSwapOption<Assignment>,
     /// An ORIGINAL_DST cluster's hosts, made per destination.
     pub original_dst: Option<original_dst::OriginalDstHosts>,
+    /// With auto_sni: the pools by host and SNI.
+    sni_pools: Option<Box<SniPools>>,
 }
+
+/// Pools by (host address, SNI).
+type SniPools = Mutex<HashMap<(String, Arc<str>), Arc<Pool>>>;
 
 /// What a load balancer may read of the connection or request it picks a host for.
 #[derive(Debug, Clone, Copy, Default)]
@@ -193,6 +232,7 @@ impl ClusterRuntime {
                 .original_dst
                 .clone()
                 .map(original_dst::OriginalDstHosts::new),
+            sni_pools: config.auto_sni.as_ref().map(|_| Box::default()),
             config,
         });
         if matches!(
@@ -241,6 +281,15 @@ impl ClusterRuntime {
                 }),
             };
             next.push((spec.priority, host));
+        }
+        if let Some(pools) = &self.sni_pools {
+            // Forget the SNI pools of hosts that left.
+            let kept: std::collections::HashSet<String> =
+                next.iter().map(|(_, h)| h.to_string()).collect();
+            pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(host, _), _| kept.contains(host));
         }
         let set =
             host_set::HostSet::new(next, self.config.healthy_panic_threshold, overprovisioning);

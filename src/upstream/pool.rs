@@ -52,6 +52,8 @@ pub struct Pool {
     limits: Arc<ConnLimits>,
     target: Target,
     tls: Option<Arc<crate::config::tls::UpstreamTls>>,
+    /// The SNI its connections send instead of the context's (auto_sni).
+    sni: Option<rustls_pki_types::ServerName<'static>>,
     idle_h1: Mutex<Vec<Conn>>,
     h2: tokio::sync::Mutex<Option<H2Slot>>,
 }
@@ -87,9 +89,16 @@ impl Pool {
             limits,
             target,
             tls,
+            sni: None,
             idle_h1: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The same pool for connections that send `sni` (auto_sni).
+    pub fn with_sni(mut self, sni: rustls_pki_types::ServerName<'static>) -> Self {
+        self.sni = Some(sni);
+        self
     }
 
     /// Checks out an idle HTTP/1.1 connection or opens one, waiting (as a pending request)
@@ -264,7 +273,13 @@ impl Pool {
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
         self.limits.open.fetch_add(1, Ordering::AcqRel);
-        let result = connect(&self.target, &self.cluster, self.tls.as_deref()).await;
+        let result = connect(
+            &self.target,
+            &self.cluster,
+            self.tls.as_deref(),
+            self.sni.as_ref(),
+        )
+        .await;
         self.stats.count_tls(&result);
         match result {
             Ok(s) => {

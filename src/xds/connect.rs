@@ -46,7 +46,7 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
         let stats = stats.clone();
         let config = config.clone();
         async move {
-            match connect(&target, &config, tls.as_deref()).await {
+            match connect(&target, &config, tls.as_deref(), None).await {
                 Ok(io) => Ok(TokioIo::new(Accounted::new(io, stats))),
                 Err(e) => {
                     stats.upstream_cx_connect_fail.inc();

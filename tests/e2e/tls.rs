@@ -707,3 +707,85 @@ async fn x_forwarded_client_cert_carries_the_client_identity() {
     );
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
 }
+
+/// auto_sni: each new upstream connection sends the request's host as SNI (pools are per SNI);
+/// auto_san_validation: the upstream certificate must carry that name as a DNS SAN, instead of
+/// the configured SAN matchers (which still apply when the host is an IP address).
+#[tokio::test]
+async fn auto_sni_sends_the_request_host_and_auto_san_validation_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let ca_file = test_ca::write(dir.path(), "ca.pem", &ca.pem);
+    let up = tls_upstream(
+        &ca,
+        &ca.leaf("spiffe://cluster.local/ns/default/sa/up", &["*.svc.test"]),
+    )
+    .await;
+    let proxy = ca.leaf(CLIENT_ID, &[]);
+    let cert = test_ca::write(dir.path(), "proxy.pem", &proxy.cert);
+    let key = test_ca::write(dir.path(), "proxy.key", &proxy.key);
+    let extra = format!(
+        r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        upstream_http_protocol_options: {{auto_sni: true, auto_san_validation: true}}
+        explicit_http_config: {{http_protocol_options: {{}}}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]
+          validation_context:
+            trusted_ca: {{filename: {}}}
+            match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: "spiffe://cluster.local/ns/default/sa/nobody"}}}}]
+"#,
+        cert.display(),
+        key.display(),
+        ca_file.display()
+    );
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        http_listener("in", &routes_to("b", ""), ""),
+        cluster("b", &[up], &extra)
+    );
+    let p = Proxy::start(&yaml);
+    let l = p.listener("in").await;
+    let sni_of = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["sni"].as_str().unwrap().to_string()
+    };
+    for (host, want) in [
+        ("a.svc.test", "a.svc.test"),
+        ("B.svc.test:8080", "b.svc.test"),
+        ("a.svc.test", "a.svc.test"),
+    ] {
+        let (s, _, body) = http1_request(l, "GET", "/", host, &[], bytes::Bytes::new()).await;
+        assert_eq!(s, 200, "{host}: {body}");
+        assert_eq!(sni_of(&body), want);
+    }
+    assert_eq!(
+        p.stat("cluster.b.ssl.handshake").await,
+        2,
+        "one connection per SNI, reused"
+    );
+    // A name the certificate does not carry.
+    let (s, _, body) = http1_request(l, "GET", "/", "evil.example", &[], bytes::Bytes::new()).await;
+    assert_eq!(s, 503, "{body}");
+    p.wait_stat("cluster.b.ssl.fail_verify_san", 1).await;
+    // An IP address is no SNI: the configured SAN matchers apply, and refuse this upstream.
+    let (s, _, body) = http1_request(l, "GET", "/", "127.0.0.1", &[], bytes::Bytes::new()).await;
+    assert_eq!(s, 503, "{body}");
+    p.wait_stat("cluster.b.ssl.fail_verify_san", 2).await;
+}
+
+#[test]
+fn auto_san_validation_without_auto_sni_is_refused_by_path() {
+    let yaml = "static_resources:\n  clusters:\n  - name: b\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        upstream_http_protocol_options: {auto_san_validation: true}\n        explicit_http_config: {http_protocol_options: {}}\n";
+    let (code, err) = validate(yaml);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("upstream_http_protocol_options.auto_san_validation"),
+        "{err}"
+    );
+}
