@@ -38,6 +38,8 @@ pub struct StreamInfo {
     pub upstream_cluster: Option<String>,
     /// The upstream connection's local address.
     pub upstream_local_address: Option<SocketAddr>,
+    /// The upstream certificate's URI SANs, comma-separated.
+    pub upstream_peer_uri_san: Option<std::sync::Arc<str>>,
     /// The downstream connection's local address.
     pub downstream_local_address: Option<SocketAddr>,
     /// The downstream peer.
@@ -88,6 +90,10 @@ enum Operator {
     Hostname,
     /// The downstream client certificate's URI SANs, comma-separated.
     DownstreamPeerUriSan,
+    /// UPSTREAM_PEER_URI_SAN.
+    UpstreamPeerUriSan,
+    /// DOWNSTREAM_PEER_SUBJECT.
+    DownstreamPeerSubject,
     /// The proxy's own certificate's URI SANs on the downstream connection.
     DownstreamLocalUriSan,
     /// `TLSv1.2` / `TLSv1.3`.
@@ -269,13 +275,11 @@ fn operator(token: &str) -> Result<Segment, String> {
         ("DOWNSTREAM_TLS_VERSION", None) => Operator::DownstreamTlsVersion,
         ("REQUESTED_SERVER_NAME", None) => Operator::RequestedServerName,
         ("HOSTNAME", None) => Operator::Hostname,
-        (
-            "UPSTREAM_TRANSPORT_FAILURE_REASON"
-            | "CONNECTION_TERMINATION_DETAILS"
-            | "DOWNSTREAM_PEER_SUBJECT"
-            | "UPSTREAM_PEER_URI_SAN",
-            None,
-        ) => Operator::Absent,
+        ("UPSTREAM_PEER_URI_SAN", None) => Operator::UpstreamPeerUriSan,
+        ("DOWNSTREAM_PEER_SUBJECT", None) => Operator::DownstreamPeerSubject,
+        ("UPSTREAM_TRANSPORT_FAILURE_REASON" | "CONNECTION_TERMINATION_DETAILS", None) => {
+            Operator::Absent
+        }
         _ => return Err(format!("command operator %{token}% is not supported")),
     };
     Ok(Segment::Op(op, max))
@@ -342,6 +346,12 @@ fn value(op: &Operator, max: Option<usize>, info: &StreamInfo) -> Option<String>
         Operator::Hostname => nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok()),
+        Operator::UpstreamPeerUriSan => info.upstream_peer_uri_san.as_deref().map(str::to_string),
+        Operator::DownstreamPeerSubject => info
+            .downstream_tls
+            .as_ref()
+            .and_then(|t| t.peer_cert.as_deref())
+            .map(crate::http::xfcc::subject),
         Operator::Absent => None,
     }?;
     Some(match max {

@@ -97,14 +97,16 @@ pub async fn forward(
     };
     let mut resp = forward_to(f, cluster, &host, req, downstream_version).await;
     if f.upstream_info {
-        let local = resp
+        let facts = resp
             .extensions_mut()
             .remove::<UpstreamLocal>()
-            .and_then(|l| l.0);
+            .map(|l| l.0)
+            .unwrap_or_default();
         resp.extensions_mut().insert(UpstreamInfo {
             host: host.to_string(),
             cluster: cluster.config.name.clone(),
-            local_address: local,
+            local_address: facts.local,
+            peer_uri_san: facts.peer_uri_san,
         });
     }
     resp
@@ -135,9 +137,9 @@ fn auto_sni(
     Some(host.to_ascii_lowercase())
 }
 
-/// The local address of the upstream connection a response came over.
-#[derive(Debug, Clone, Copy)]
-struct UpstreamLocal(Option<std::net::SocketAddr>);
+/// What logs print of the upstream connection a response came over.
+#[derive(Debug, Clone)]
+struct UpstreamLocal(crate::upstream::connect::ConnFacts);
 
 async fn forward_to(
     f: &Forward<'_>,
@@ -376,13 +378,13 @@ async fn send(
     report_local: bool,
 ) -> Result<Response<UpstreamResponse>, SendError> {
     let fut = async {
-        let (mut resp, local) = if h2 {
-            let (mut sender, local) = pool.acquire_h2().await.map_err(SendError::Pool)?;
+        let (mut resp, facts) = if h2 {
+            let (mut sender, facts) = pool.acquire_h2().await.map_err(SendError::Pool)?;
             let resp = sender
                 .send_request(req)
                 .await
                 .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Hyper), local)
+            (resp.map(UpstreamResponse::Hyper), facts)
         } else if upgrade {
             let mut conn = pool.acquire_upgradable().await.map_err(SendError::Pool)?;
             let resp = conn
@@ -390,17 +392,17 @@ async fn send(
                 .send_request(req)
                 .await
                 .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Hyper), conn.local)
+            (resp.map(UpstreamResponse::Hyper), conn.facts)
         } else {
             let conn = pool.acquire_h1().await.map_err(SendError::Pool)?;
-            let local = conn.local;
+            let facts = report_local.then(|| conn.facts.clone()).unwrap_or_default();
             let resp = http1::send(conn, pool.clone(), req)
                 .await
                 .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Http1), local)
+            (resp.map(UpstreamResponse::Http1), facts)
         };
         if report_local {
-            resp.extensions_mut().insert(UpstreamLocal(local));
+            resp.extensions_mut().insert(UpstreamLocal(facts));
         }
         Ok(resp)
     };

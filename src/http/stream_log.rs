@@ -26,6 +26,8 @@ pub struct UpstreamInfo {
     pub cluster: Arc<str>,
     /// The upstream connection's local address.
     pub local_address: Option<SocketAddr>,
+    /// The upstream certificate's URI SANs.
+    pub peer_uri_san: Option<Arc<str>>,
 }
 
 /// The matched route's name, set by the connection manager.
@@ -102,6 +104,7 @@ impl PendingLog {
             info.upstream_host = Some(u.host.clone());
             info.upstream_cluster = Some(u.cluster.to_string());
             info.upstream_local_address = u.local_address;
+            info.upstream_peer_uri_san = u.peer_uri_san.clone();
         }
         info.route_name = resp.extensions().get::<RouteName>().map(|r| r.0.clone());
         info.response_code_details = Some(match (flag, resp.extensions().get::<Details>()) {

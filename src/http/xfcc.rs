@@ -40,7 +40,7 @@ pub fn details(tls: &TlsInfo, set: ClientCertDetails) -> Option<String> {
 }
 
 /// The certificate's subject in RFC 2253 order (most specific first), as Envoy prints it.
-fn subject(der: &[u8]) -> String {
+pub fn subject(der: &[u8]) -> String {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return String::new();
     };

@@ -106,7 +106,9 @@ impl TcpProxy {
                     stats.upstream_cx_total.inc();
                     stats.upstream_cx_active.inc();
                     cluster.limits.open.fetch_add(1, Ordering::Relaxed);
-                    info.upstream_local_address = s.local_addr();
+                    let facts = s.facts();
+                    info.upstream_local_address = facts.local;
+                    info.upstream_peer_uri_san = facts.peer_uri_san;
                     upstream = Some(s);
                     break;
                 }

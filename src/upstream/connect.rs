@@ -131,7 +131,42 @@ fn bound_socket(source: SocketAddr) -> io::Result<TcpSocket> {
     Ok(sock)
 }
 
+/// What access logs may print of an upstream connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnFacts {
+    /// Its local address.
+    pub local: Option<SocketAddr>,
+    /// The URI SANs of the upstream's certificate, comma-separated (TLS only).
+    pub peer_uri_san: Option<std::sync::Arc<str>>,
+}
+
 impl UpstreamStream {
+    /// Its local address and the upstream's identity.
+    pub fn facts(&self) -> ConnFacts {
+        let peer_uri_san = match self {
+            UpstreamStream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| {
+                    crate::tls::san::sans(c)
+                        .into_iter()
+                        .filter(|s| s.kind == crate::tls::san::SanKind::Uri)
+                        .map(|s| s.value)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|s| !s.is_empty())
+                .map(std::sync::Arc::from),
+            _ => None,
+        };
+        ConnFacts {
+            local: self.local_addr(),
+            peer_uri_san,
+        }
+    }
+
     /// The local address of a TCP connection.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {

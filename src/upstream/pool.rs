@@ -58,11 +58,11 @@ pub struct Pool {
     h2: tokio::sync::Mutex<Option<H2Slot>>,
 }
 
-/// The pooled HTTP/2 connection: its sender, streams opened on it, and its local address.
+/// The pooled HTTP/2 connection: its sender, streams opened on it, and what logs print of it.
 type H2Slot = (
     http2::SendRequest<UpstreamBody>,
     u32,
-    Option<std::net::SocketAddr>,
+    super::connect::ConnFacts,
 );
 
 /// An HTTP/1.1 connection handed to hyper for a request that may upgrade; never pooled again.
@@ -70,8 +70,8 @@ type H2Slot = (
 pub struct H1Conn {
     /// The sender.
     pub sender: http1::SendRequest<UpstreamBody>,
-    /// Its local address.
-    pub local: Option<std::net::SocketAddr>,
+    /// Its local address and the upstream's identity.
+    pub facts: super::connect::ConnFacts,
 }
 
 impl Pool {
@@ -176,19 +176,13 @@ impl Pool {
     /// The host's HTTP/2 connection, opened on first use and reopened when it closes.
     pub async fn acquire_h2(
         &self,
-    ) -> Result<
-        (
-            http2::SendRequest<UpstreamBody>,
-            Option<std::net::SocketAddr>,
-        ),
-        PoolError,
-    > {
+    ) -> Result<(http2::SendRequest<UpstreamBody>, super::connect::ConnFacts), PoolError> {
         let mut slot = self.h2.lock().await;
         let max = self.cluster.max_requests_per_connection;
-        if let Some((s, streams, local)) = slot.as_mut()
+        if let Some((s, streams, facts)) = slot.as_mut()
             && !s.is_closed()
         {
-            let sender = (s.clone(), *local);
+            let sender = (s.clone(), facts.clone());
             *streams += 1;
             // A connection that reached max_requests_per_connection takes no new streams; it
             // closes once its open streams finish.
@@ -202,7 +196,7 @@ impl Pool {
             self.stats.upstream_cx_overflow.inc();
         }
         let stream = self.open_stream().await?;
-        let local = stream.local_addr();
+        let facts = stream.facts();
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(hyper_util::rt::TokioTimer::new());
         if let Some(w) = self.cluster.http2_initial_stream_window_size {
@@ -228,9 +222,9 @@ impl Pool {
             drop(guard);
         });
         if max.is_none_or(|m| m > 1) {
-            *slot = Some((sender.clone(), 1, local));
+            *slot = Some((sender.clone(), 1, facts.clone()));
         }
-        Ok((sender, local))
+        Ok((sender, facts))
     }
 
     fn pop_idle(&self) -> Option<Conn> {

@@ -645,7 +645,7 @@ async fn access_logs_carry_the_downstream_tls_identity() {
     let yaml = strict_bootstrap(dir.path(), &ca, &server, up).replace(
         "          stat_prefix: in\n",
         &format!(
-            "          stat_prefix: in\n          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_LOCAL_URI_SAN% %DOWNSTREAM_TLS_VERSION% %REQUESTED_SERVER_NAME%\\n\"}}}}\n",
+            "          stat_prefix: in\n          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_LOCAL_URI_SAN% %DOWNSTREAM_TLS_VERSION% %REQUESTED_SERVER_NAME% [%DOWNSTREAM_PEER_SUBJECT%]\\n\"}}}}\n",
             log.display()
         ),
     );
@@ -664,7 +664,62 @@ async fn access_logs_carry_the_downstream_tls_identity() {
     }
     assert_eq!(
         line.trim_end(),
-        format!("{CLIENT_ID} {SERVER_ID} TLSv1.3 server.test")
+        format!("{CLIENT_ID} {SERVER_ID} TLSv1.3 server.test [CN=rcgen self signed cert]")
+    );
+}
+
+#[tokio::test]
+async fn access_logs_carry_the_upstream_identity() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let ca_file = test_ca::write(dir.path(), "ca.pem", &ca.pem);
+    let upstream_id = "spiffe://cluster.local/ns/default/sa/upstream";
+    let up = tls_upstream(&ca, &ca.leaf(upstream_id, &[])).await;
+    let proxy = ca.leaf(CLIENT_ID, &[]);
+    let log = dir.path().join("access.log");
+    let access_log = |indent: &str| {
+        format!(
+            "{indent}access_log:\n{indent}- name: envoy.access_loggers.file\n{indent}  typed_config:\n{indent}    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n{indent}    path: {}\n{indent}    log_format: {{text_format_source: {{inline_string: \"%UPSTREAM_CLUSTER% %UPSTREAM_PEER_URI_SAN%\\n\"}}}}\n",
+            log.display()
+        )
+    };
+    let tcp = format!(
+        "  - name: tcp\n    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: tcp\n          cluster: t\n{}",
+        access_log("          ")
+    );
+    let yaml = format!(
+        "static_resources:\n  listeners:\n{}{tcp}  clusters:\n{}{}",
+        http_listener("in", &routes_to("b", ""), &access_log("          ")),
+        tls_cluster("b", up, dir.path(), &ca_file, &proxy, upstream_id),
+        tls_cluster("t", up, dir.path(), &ca_file, &proxy, upstream_id),
+    );
+    let p = Proxy::start_with(&yaml, &["--file-flush-interval-msec", "50"]);
+    let (s, _, body) = get(p.listener("in").await, "/").await;
+    assert_eq!(s, 200, "{body}");
+    let mut c = tokio::net::TcpStream::connect(p.listener("tcp").await)
+        .await
+        .unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    drop(c);
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text.lines().map(str::to_string).collect::<Vec<_>>();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    lines.sort();
+    assert_eq!(
+        lines,
+        [format!("b {upstream_id}"), format!("t {upstream_id}")]
     );
 }
 

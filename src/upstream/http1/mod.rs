@@ -58,8 +58,8 @@ pub struct Conn {
     read_buf: BytesMut,
     write_buf: BytesMut,
     stats: Arc<ClusterStats>,
-    /// Its local address.
-    pub local: Option<std::net::SocketAddr>,
+    /// Its local address and the upstream's identity.
+    pub facts: super::connect::ConnFacts,
     /// Requests completed on it.
     pub requests: u32,
     /// When it was last returned to the pool.
@@ -71,7 +71,7 @@ impl Conn {
     /// Wraps a connected stream; `close` accounts for its close when dropped.
     pub(super) fn new(io: UpstreamStream, stats: Arc<ClusterStats>, close: CloseGuard) -> Self {
         Self {
-            local: io.local_addr(),
+            facts: io.facts(),
             io,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
@@ -119,7 +119,7 @@ impl Conn {
     /// accounted when hyper's connection ends.
     pub async fn into_upgradable(self) -> Result<super::pool::H1Conn, hyper::Error> {
         let Conn {
-            io, local, _close, ..
+            io, facts, _close, ..
         } = self;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(hyper_util::rt::TokioIo::new(io))
@@ -128,7 +128,7 @@ impl Conn {
             let _ = conn.with_upgrades().await;
             drop(_close);
         });
-        Ok(super::pool::H1Conn { sender, local })
+        Ok(super::pool::H1Conn { sender, facts })
     }
 }
 
