@@ -395,7 +395,11 @@ async fn send(
             (resp.map(UpstreamResponse::Hyper), conn.facts)
         } else {
             let conn = pool.acquire_h1().await.map_err(SendError::Pool)?;
-            let facts = report_local.then(|| conn.facts.clone()).unwrap_or_default();
+            let facts = if report_local {
+                conn.facts.clone()
+            } else {
+                Default::default()
+            };
             let resp = http1::send(conn, pool.clone(), req)
                 .await
                 .map_err(|e| SendError::Reset(e.into()))?;
