@@ -28,6 +28,8 @@ pub struct Certificate {
     pub key: Arc<CertifiedKey>,
     /// The leaf's URI SANs (`%DOWNSTREAM_LOCAL_URI_SAN%`).
     pub uri_sans: Arc<[String]>,
+    /// The leaf's DNS SANs, lowercased: the server names it is chosen for by SNI.
+    pub dns_names: Arc<[String]>,
 }
 
 /// Trusted CAs, with the client-certificate verifier built on them.
@@ -129,10 +131,17 @@ pub fn certificate(c: &tls::TlsCertificate, p: &str) -> Result<Certificate, Conf
         .ok_or_else(|| ConfigError::new(&key_path, "is required"))?;
     let chain = certs::chain(&certs::read(chain_src, &chain_path)?, &chain_path)?;
     let key = certs::private_key(&certs::read(key_src, &key_path)?, &key_path)?;
-    let uri_sans: Arc<[String]> = crate::tls::san::sans(&chain[0])
-        .into_iter()
-        .filter(|s| s.kind == SanKind::Uri)
-        .map(|s| s.value)
+    let sans = crate::tls::san::sans(&chain[0]);
+    let of = |kind: SanKind| -> Arc<[String]> {
+        sans.iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.value.clone())
+            .collect()
+    };
+    let uri_sans = of(SanKind::Uri);
+    let dns_names: Arc<[String]> = of(SanKind::Dns)
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
         .collect();
     let key = CertifiedKey::from_der(chain, key, &PROVIDER)
         .and_then(|c| c.keys_match().map(|()| c))
@@ -146,6 +155,7 @@ pub fn certificate(c: &tls::TlsCertificate, p: &str) -> Result<Certificate, Conf
     Ok(Certificate {
         key: Arc::new(key),
         uri_sans,
+        dns_names,
     })
 }
 

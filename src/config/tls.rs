@@ -26,8 +26,8 @@ pub struct DownstreamTls {
     pub server: Arc<rustls::ServerConfig>,
     /// Whether a client must present a certificate.
     pub require_client_certificate: bool,
-    /// The certificate presented.
-    pub certificate: CertificateSource,
+    /// The certificates it may present (the first is the default).
+    pub certificates: Vec<CertificateSource>,
     /// How client certificates are checked (None: they are not asked for).
     pub validation: Option<ValidationSource>,
 }
@@ -61,26 +61,27 @@ impl DownstreamTls {
             })),
             None => builder.with_no_client_auth(),
         };
-        let certificate = certificate_source(&common, &cp)?.ok_or_else(|| {
-            ConfigError::new(
+        let certificates = certificate_sources(&common, &cp)?;
+        if certificates.is_empty() {
+            return Err(ConfigError::new(
                 join(&cp, "tls_certificates"),
                 "a server certificate is required",
-            )
-        })?;
+            ));
+        }
         let mut server =
-            builder.with_cert_resolver(Arc::new(ServerCertResolver(certificate.clone())));
+            builder.with_cert_resolver(Arc::new(ServerCertResolver(certificates.clone())));
         server.alpn_protocols = alpn(&common);
         Ok(Self {
             server: Arc::new(server),
             require_client_certificate: require,
-            certificate,
+            certificates,
             validation,
         })
     }
 
     /// Whether every secret it needs has arrived, so a handshake can start.
     pub fn is_ready(&self) -> bool {
-        self.certificate.current().is_some()
+        self.certificates.iter().all(|c| c.current().is_some())
             && self
                 .validation
                 .as_ref()
@@ -89,13 +90,13 @@ impl DownstreamTls {
 
     /// The secrets it reads (a listener warms until they arrive).
     pub fn secrets(&self) -> Vec<Arc<SecretSlot>> {
-        secrets(&self.certificate, self.validation.as_ref())
+        secrets(&self.certificates, self.validation.as_ref())
     }
 }
 
-fn secrets(c: &CertificateSource, v: Option<&ValidationSource>) -> Vec<Arc<SecretSlot>> {
-    c.slot()
-        .into_iter()
+fn secrets(c: &[CertificateSource], v: Option<&ValidationSource>) -> Vec<Arc<SecretSlot>> {
+    c.iter()
+        .filter_map(|c| c.slot())
         .chain(v.and_then(|v| v.sds.as_ref()))
         .cloned()
         .collect()
@@ -109,42 +110,60 @@ fn alpn(common: &tls::CommonTlsContext) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The context's certificate: one inline certificate or one SDS secret (None: neither).
-fn certificate_source(
+/// The context's certificates: inline ones or SDS secrets (empty: neither).
+fn certificate_sources(
     common: &tls::CommonTlsContext,
     cp: &str,
-) -> Result<Option<CertificateSource>, ConfigError> {
+) -> Result<Vec<CertificateSource>, ConfigError> {
     if common.tls_certificate_provider_instance.is_some() {
         return Err(ConfigError::unsupported(join(
             cp,
             "tls_certificate_provider_instance",
         )));
     }
-    match (
+    let (inline, sds) = (
         common.tls_certificates.as_slice(),
         common.tls_certificate_sds_secret_configs.as_slice(),
-    ) {
-        ([], []) => Ok(None),
-        ([c], []) => Ok(Some(CertificateSource::Static(Arc::new(
-            secret_config::certificate(c, &index(cp, "tls_certificates", 0))?,
-        )))),
-        ([], [s]) => Ok(Some(CertificateSource::Sds(sds_slot(
-            s,
-            &index(cp, "tls_certificate_sds_secret_configs", 0),
-        )?))),
-        ([_, ..], [_, ..]) => Err(ConfigError::new(
+    );
+    if !inline.is_empty() && !sds.is_empty() {
+        return Err(ConfigError::new(
             join(cp, "tls_certificate_sds_secret_configs"),
             "cannot be used together with tls_certificates",
-        )),
-        ([_, _, ..], _) => Err(ConfigError::new(
-            index(cp, "tls_certificates", 1),
-            "more than one certificate per context is not implemented yet",
-        )),
-        (_, _) => Err(ConfigError::new(
-            index(cp, "tls_certificate_sds_secret_configs", 1),
-            "more than one certificate per context is not implemented yet",
-        )),
+        ));
     }
+    let mut out = Vec::new();
+    for (i, c) in inline.iter().enumerate() {
+        out.push(CertificateSource::Static(Arc::new(
+            secret_config::certificate(c, &index(cp, "tls_certificates", i))?,
+        )));
+    }
+    for (i, s) in sds.iter().enumerate() {
+        out.push(CertificateSource::Sds(sds_slot(
+            s,
+            &index(cp, "tls_certificate_sds_secret_configs", i),
+        )?));
+    }
+    Ok(out)
+}
+
+/// A client context's certificate: at most one, as Envoy's client contexts take.
+fn certificate_source(
+    common: &tls::CommonTlsContext,
+    cp: &str,
+) -> Result<Option<CertificateSource>, ConfigError> {
+    let mut all = certificate_sources(common, cp)?;
+    if all.len() > 1 {
+        let field = if common.tls_certificates.is_empty() {
+            "tls_certificate_sds_secret_configs"
+        } else {
+            "tls_certificates"
+        };
+        return Err(ConfigError::new(
+            index(cp, field, 1),
+            "a client context takes one certificate, as Envoy's",
+        ));
+    }
+    Ok(all.pop())
 }
 
 /// The context's validation context, if any.
@@ -319,7 +338,7 @@ impl UpstreamTls {
     /// The secrets it reads.
     pub fn secrets(&self) -> Vec<Arc<SecretSlot>> {
         match &self.certificate {
-            Some(c) => secrets(c, self.validation.as_ref()),
+            Some(c) => secrets(std::slice::from_ref(c), self.validation.as_ref()),
             None => self
                 .validation
                 .as_ref()

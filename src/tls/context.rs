@@ -94,14 +94,71 @@ impl CurrentValidation {
     }
 }
 
-/// Presents a listener's current certificate.
+/// Presents one of a listener's current certificates, chosen as Envoy chooses: those whose
+/// DNS SANs match the SNI exactly, else by a `*.` wildcard, else all; among them the first
+/// ECDSA one the client can verify, else the first any key type it can verify, else the
+/// first.
 #[derive(Debug)]
-pub struct ServerCertResolver(pub CertificateSource);
+pub struct ServerCertResolver(pub Vec<CertificateSource>);
 
 impl ResolvesServerCert for ServerCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.current().map(|c| c.key.clone())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current: Vec<Arc<Certificate>> = self
+            .0
+            .iter()
+            .filter_map(CertificateSource::current)
+            .collect();
+        let candidates = by_server_name(&current, hello.server_name());
+        let schemes = hello.signature_schemes();
+        let usable = |c: &&Arc<Certificate>| c.key.key.choose_scheme(schemes).is_some();
+        let ecdsa = candidates
+            .iter()
+            .filter(usable)
+            .find(|c| c.key.key.algorithm() == rustls::SignatureAlgorithm::ECDSA);
+        ecdsa
+            .or_else(|| candidates.iter().find(usable))
+            .or(candidates.first())
+            .map(|c| c.key.clone())
     }
+}
+
+/// The certificates whose DNS SANs match `sni` exactly, else by wildcard, else all of them.
+fn by_server_name(certs: &[Arc<Certificate>], sni: Option<&str>) -> Vec<Arc<Certificate>> {
+    if certs.len() > 1
+        && let Some(sni) = sni
+    {
+        let sni = sni.to_ascii_lowercase();
+        let exact: Vec<_> = certs
+            .iter()
+            .filter(|c| c.dns_names.contains(&sni))
+            .cloned()
+            .collect();
+        if !exact.is_empty() {
+            return exact;
+        }
+        if let Some((_, parent)) = sni.split_once('.') {
+            let wildcard = format!("*.{parent}");
+            let matched: Vec<_> = certs
+                .iter()
+                .filter(|c| c.dns_names.contains(&wildcard))
+                .cloned()
+                .collect();
+            if !matched.is_empty() {
+                return matched;
+            }
+        }
+    }
+    certs.to_vec()
+}
+
+/// The certificate a handshake with `sni` presented, for its URI SANs in access logs: the
+/// first the SNI selects (of several of one name, the key type is not known afterwards).
+pub fn presented(certs: &[CertificateSource], sni: Option<&str>) -> Option<Arc<Certificate>> {
+    let current: Vec<Arc<Certificate>> = certs
+        .iter()
+        .filter_map(CertificateSource::current)
+        .collect();
+    by_server_name(&current, sni).into_iter().next()
 }
 
 /// Presents a cluster's current client certificate.

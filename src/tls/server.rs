@@ -128,9 +128,7 @@ pub async fn accept(
             .map(|c| Arc::from(c.as_ref())),
         sni: conn.server_name().map(str::to_string),
         version: conn.protocol_version().map(version_name),
-        local_uri_sans: tls
-            .certificate
-            .current()
+        local_uri_sans: crate::tls::context::presented(&tls.certificates, conn.server_name())
             .map(|c| c.uri_sans.clone())
             .unwrap_or_else(|| Arc::from([])),
     };

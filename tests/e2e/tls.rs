@@ -844,3 +844,53 @@ fn auto_san_validation_without_auto_sni_is_refused_by_path() {
         "{err}"
     );
 }
+
+/// Several certificates on one context: the one whose DNS SAN matches the SNI (exactly, then
+/// by wildcard) is presented; without a match, the first.
+#[tokio::test]
+async fn several_certificates_are_chosen_by_sni() {
+    let up = echo_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("root");
+    let a_id = "spiffe://cluster.local/ns/default/sa/a";
+    let b_id = "spiffe://cluster.local/ns/default/sa/b";
+    let a = ca.leaf(a_id, &["a.test"]);
+    let b = ca.leaf(b_id, &["*.b.test"]);
+    let b_cert = test_ca::write(dir.path(), "b.pem", &b.cert);
+    let b_key = test_ca::write(dir.path(), "b.key", &b.key);
+    let yaml = tls_bootstrap(dir.path(), &ca, &a, up, "", "");
+    let marker = "            alpn_protocols: [h2, http/1.1]\n";
+    assert!(yaml.contains(marker));
+    let yaml = yaml.replace(
+        marker,
+        &format!(
+            "            - certificate_chain: {{filename: {}}}\n              private_key: {{filename: {}}}\n{marker}",
+            b_cert.display(),
+            b_key.display()
+        ),
+    );
+    let p = Proxy::start(&yaml);
+    let l = p.listener("in").await;
+    let cfg = test_ca::client_config(&ca.pem, None, &["http/1.1"]);
+    let presented = |sni: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            let tls = test_ca::connect_as(l, cfg, sni).await.unwrap();
+            let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            pilotfish::tls::san::sans(&cert)
+                .into_iter()
+                .find(|s| s.kind == pilotfish::tls::san::SanKind::Uri)
+                .map(|s| s.value)
+                .unwrap()
+        }
+    };
+    assert_eq!(presented("a.test").await, a_id);
+    assert_eq!(presented("x.b.test").await, b_id);
+    // No match: the first certificate, which the client then refuses for this name.
+    let err = test_ca::connect_as(l, cfg.clone(), "other.test")
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DnsName(\"a.test\")"), "{err}");
+}
