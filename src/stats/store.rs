@@ -135,14 +135,19 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct Tags {
     pub name: Arc<str>,
-    pub tags: Arc<[(Arc<str>, Arc<str>)]>,
+    pub tags: TagList,
 }
+
+/// A stat's extracted tags, in order.
+pub(crate) type TagList = Arc<[(Arc<str>, Arc<str>)]>;
 
 /// The registry of every stat, keyed by its full Envoy name.
 #[derive(Debug)]
 pub struct Store {
     entries: RwLock<BTreeMap<String, Entry>>,
     interned: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Tag lists, interned whole: every stat of one cluster has the same one.
+    interned_tags: std::sync::Mutex<std::collections::HashSet<TagList>>,
     tags: TagProducer,
     matcher: StatsMatcher,
     buckets: Vec<(Pattern, Arc<[f64]>)>,
@@ -162,6 +167,7 @@ impl Store {
         Self {
             entries: RwLock::new(BTreeMap::new()),
             interned: Default::default(),
+            interned_tags: Default::default(),
             tags,
             matcher,
             buckets: Vec::new(),
@@ -267,14 +273,23 @@ impl Store {
                 pool.insert(v.clone());
                 v
             };
-            Tags {
-                name: intern(e.name),
-                tags: e
-                    .tags
-                    .into_iter()
-                    .map(|(k, v)| (intern(k), intern(v)))
-                    .collect(),
-            }
+            let name = intern(e.name);
+            let tags: Vec<(Arc<str>, Arc<str>)> = e
+                .tags
+                .into_iter()
+                .map(|(k, v)| (intern(k), intern(v)))
+                .collect();
+            drop(pool);
+            let mut lists = self.interned_tags.lock().unwrap_or_else(|e| e.into_inner());
+            let tags = match lists.get(tags.as_slice()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: TagList = Arc::from(tags);
+                    lists.insert(t.clone());
+                    t
+                }
+            };
+            Tags { name, tags }
         };
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         map.entry(name.to_string())
