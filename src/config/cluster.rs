@@ -217,11 +217,11 @@ pub struct Cluster {
     /// TCP keepalive (probes, time, interval).
     pub tcp_keepalive: Option<(Option<u32>, Option<u32>, Option<u32>)>,
     /// SNI from each request's host (`upstream_http_protocol_options.auto_sni`).
-    pub auto_sni: Option<AutoSni>,
+    pub auto_sni: Option<Box<AutoSni>>,
     /// The source address connections bind (`upstream_bind_config`).
-    pub bind: Option<super::bind::BindConfig>,
+    pub bind: Option<Box<super::bind::BindConfig>>,
     /// An ORIGINAL_DST cluster's settings.
-    pub original_dst: Option<super::original_dst::OriginalDstConfig>,
+    pub original_dst: Option<Box<super::original_dst::OriginalDstConfig>>,
     /// The original proto, for /config_dump.
     pub proto: super::common::Encoded<cluster::Cluster>,
 }
@@ -317,9 +317,9 @@ impl Cluster {
             Some(_) => return Err(ConfigError::unsupported(join(path, "lb_config"))),
         }
         let original_dst = match discovery {
-            Discovery::OriginalDst => {
-                Some(super::original_dst::OriginalDstConfig::from_proto(c, path)?)
-            }
+            Discovery::OriginalDst => Some(Box::new(
+                super::original_dst::OriginalDstConfig::from_proto(c, path)?,
+            )),
             _ => None,
         };
         if discovery == Discovery::OriginalDst
@@ -336,7 +336,8 @@ impl Cluster {
             .upstream_bind_config
             .as_ref()
             .map(|b| super::bind::BindConfig::from_proto(b, &join(path, "upstream_bind_config")))
-            .transpose()?;
+            .transpose()?
+            .map(Box::new);
         let (endpoints, overprovisioning_factor) = match &c.load_assignment {
             Some(la) if discovery != Discovery::Eds => {
                 load_assignment(la, &join(path, "load_assignment"), discovery)?
@@ -382,7 +383,7 @@ impl Cluster {
         let thresholds = thresholds(c, path)?;
         let (protocol, idle_timeout, mut max_requests_per_connection, h2) =
             protocol_options(c, path)?;
-        let auto_sni = auto_sni(c, path)?;
+        let auto_sni = auto_sni(c, path)?.map(Box::new);
         let auto_san = auto_sni.as_ref().is_some_and(|a| a.san_validation);
         if let Some(v) = &c.max_requests_per_connection {
             max_requests_per_connection = Some(v.value);

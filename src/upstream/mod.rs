@@ -183,7 +183,7 @@ pub struct ClusterRuntime {
     /// The EDS assignment its hosts come from.
     pub assignment: ArcSwapOption<Assignment>,
     /// An ORIGINAL_DST cluster's hosts, made per destination.
-    pub original_dst: Option<original_dst::OriginalDstHosts>,
+    pub original_dst: Option<Box<original_dst::OriginalDstHosts>>,
     /// With auto_sni: the pools by host and SNI.
     sni_pools: Option<Box<SniPools>>,
 }
@@ -231,7 +231,7 @@ impl ClusterRuntime {
             original_dst: config
                 .original_dst
                 .clone()
-                .map(original_dst::OriginalDstHosts::new),
+                .map(|c| Box::new(original_dst::OriginalDstHosts::new(*c))),
             sni_pools: config.auto_sni.as_ref().map(|_| Box::default()),
             config,
         });

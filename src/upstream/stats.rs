@@ -97,7 +97,8 @@ impl TrafficStats {
 /// on first use), and the membership and circuit-breaker gauges, always created.
 #[derive(Debug)]
 pub struct ClusterStats {
-    traffic: std::sync::OnceLock<TrafficStats>,
+    /// Boxed: a cluster that never sees traffic holds only the pointer's room.
+    traffic: std::sync::OnceLock<Box<TrafficStats>>,
     /// membership_total
     pub membership_total: Arc<Gauge>,
     /// membership_healthy
@@ -113,7 +114,7 @@ pub struct ClusterStats {
     /// upstream_rq_<code> and upstream_rq_<class>xx counters seen so far (few distinct codes).
     codes: std::sync::RwLock<Vec<CodeCounters>>,
     /// `ssl.*`, for clusters that originate TLS.
-    pub ssl: Option<crate::tls::server::TlsStats>,
+    pub ssl: Option<Box<crate::tls::server::TlsStats>>,
 }
 
 impl std::ops::Deref for ClusterStats {
@@ -121,7 +122,7 @@ impl std::ops::Deref for ClusterStats {
 
     fn deref(&self) -> &TrafficStats {
         self.traffic
-            .get_or_init(|| TrafficStats::new(&self.store, &self.prefix))
+            .get_or_init(|| Box::new(TrafficStats::new(&self.store, &self.prefix)))
     }
 }
 
@@ -157,11 +158,11 @@ impl ClusterStats {
         let g = |n: &str| store.gauge(&format!("{p}{n}"));
         let traffic = std::sync::OnceLock::new();
         if !deferred {
-            let _ = traffic.set(TrafficStats::new(store, &p));
+            let _ = traffic.set(Box::new(TrafficStats::new(store, &p)));
         }
         Self {
             traffic,
-            ssl: tls.then(|| crate::tls::server::TlsStats::new(store, &p)),
+            ssl: tls.then(|| Box::new(crate::tls::server::TlsStats::new(store, &p))),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             cb_cx_open: g("circuit_breakers.default.cx_open"),
