@@ -42,7 +42,7 @@ pub enum ConnectError {
 }
 
 /// Where to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An IP and port.
     Socket(SocketAddr),

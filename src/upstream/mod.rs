@@ -58,30 +58,31 @@ impl Host {
         cluster: &'a ClusterRuntime,
         sni: Option<&str>,
     ) -> std::borrow::Cow<'a, Arc<Pool>> {
-        let (Some(sni), Some(pools)) = (sni, cluster.sni_pools.as_deref()) else {
-            return std::borrow::Cow::Borrowed(self.pool(cluster));
-        };
-        if self.tls.is_none() {
-            return std::borrow::Cow::Borrowed(self.pool(cluster));
-        }
-        let Ok(name) = rustls_pki_types::ServerName::try_from(sni.to_string()) else {
-            return std::borrow::Cow::Borrowed(self.pool(cluster));
+        let own = || std::borrow::Cow::Borrowed(self.pool(cluster));
+        let (Some(sni), Some(pools), Some(_)) = (sni, cluster.sni_pools.as_deref(), &self.tls)
+        else {
+            return own();
         };
         let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (self.to_string(), Arc::<str>::from(sni));
-        let pool = pools.entry(key).or_insert_with(|| {
-            Arc::new(
-                Pool::new(
-                    cluster.config.clone(),
-                    cluster.stats.clone(),
-                    cluster.limits.clone(),
-                    self.target.clone(),
-                    self.tls.clone(),
-                )
-                .with_sni(name),
+        let by_sni = pools.entry(self.target.clone()).or_default();
+        if let Some(p) = by_sni.get(sni) {
+            return std::borrow::Cow::Owned(p.clone());
+        }
+        let Ok(name) = rustls_pki_types::ServerName::try_from(sni.to_string()) else {
+            return own();
+        };
+        let pool = Arc::new(
+            Pool::new(
+                cluster.config.clone(),
+                cluster.stats.clone(),
+                cluster.limits.clone(),
+                self.target.clone(),
+                self.tls.clone(),
             )
-        });
-        std::borrow::Cow::Owned(pool.clone())
+            .with_sni(name),
+        );
+        by_sni.insert(Arc::from(sni), pool.clone());
+        std::borrow::Cow::Owned(pool)
     }
 
     /// Its connection pool, made on first use.
@@ -188,8 +189,8 @@ pub struct ClusterRuntime {
     sni_pools: Option<Box<SniPools>>,
 }
 
-/// Pools by (host address, SNI).
-type SniPools = Mutex<HashMap<(String, Arc<str>), Arc<Pool>>>;
+/// Pools by host address, then SNI.
+type SniPools = Mutex<HashMap<Target, HashMap<Arc<str>, Arc<Pool>>>>;
 
 /// What a load balancer may read of the connection or request it picks a host for.
 #[derive(Debug, Clone, Copy, Default)]
@@ -253,7 +254,7 @@ impl ClusterRuntime {
         let old = self.hosts.load();
         let mut next = Vec::with_capacity(hosts.len());
         for spec in hosts {
-            let same = old.all().find(|h| same_target(&h.target, &spec.target));
+            let same = old.all().find(|h| h.target == spec.target);
             let host = match same {
                 Some(h)
                     if h.weight == spec.weight
@@ -284,12 +285,12 @@ impl ClusterRuntime {
         }
         if let Some(pools) = &self.sni_pools {
             // Forget the SNI pools of hosts that left.
-            let kept: std::collections::HashSet<String> =
-                next.iter().map(|(_, h)| h.to_string()).collect();
+            let kept: std::collections::HashSet<&Target> =
+                next.iter().map(|(_, h)| &h.target).collect();
             pools
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|(host, _), _| kept.contains(host));
+                .retain(|target, _| kept.contains(target));
         }
         let set =
             host_set::HostSet::new(next, self.config.healthy_panic_threshold, overprovisioning);
@@ -388,14 +389,6 @@ fn static_hosts(cluster: &Cluster, endpoints: &[EndpointConfig]) -> Vec<HostSpec
             })
         })
         .collect()
-}
-
-fn same_target(a: &Target, b: &Target) -> bool {
-    match (a, b) {
-        (Target::Socket(x), Target::Socket(y)) => x == y,
-        (Target::Pipe(x), Target::Pipe(y)) => x == y,
-        _ => false,
-    }
 }
 
 /// Holds a max_requests slot until dropped.
