@@ -40,29 +40,29 @@ fn default_flags_capture_outbound_of_nothing_and_no_inbound() {
     golden("empty", &[]);
 }
 
+/// The flags Istio's sidecar injector passes.
+const SIDECAR: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+];
+
 #[test]
 fn the_sidecar_injector_flags() {
-    golden(
-        "istio-sidecar",
-        &[
-            "-p",
-            "15001",
-            "-z",
-            "15006",
-            "-u",
-            "1337",
-            "-m",
-            "REDIRECT",
-            "-i",
-            "*",
-            "-x",
-            "",
-            "-b",
-            "*",
-            "-d",
-            "15090,15021,15020",
-        ],
-    );
+    golden("istio-sidecar", SIDECAR);
 }
 
 #[test]
@@ -119,26 +119,8 @@ fn bad_flags_are_errors_naming_the_flag() {
 
 #[test]
 fn ipv6_renders_the_same_chains_with_its_own_addresses() {
-    let flags = [
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-    ];
-    golden_of("ipv6-istio-sidecar", &flags, Family::V6);
-    let v6 = rendered(&flags, Family::V6);
+    golden_of("ipv6-istio-sidecar", SIDECAR, Family::V6);
+    let v6 = rendered(SIDECAR, Family::V6);
     assert!(
         v6.contains("-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN"),
         "{v6}"

@@ -146,6 +146,21 @@ fn pod_bootstrap(remote: SocketAddr) -> String {
     )
 }
 
+/// Runs `pilotfish iptables` in `ns` with the sidecar's flags (all outbound and inbound TCP
+/// captured; the proxy's uid and gid let through), then `extra`, with environment `env`.
+fn install_capture(ns: &netns::Netns, env: &[&str], extra: &[&str]) {
+    let sidecar = [
+        "-p", "15001", "-z", "15006", "-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*",
+        "-b", "*",
+    ];
+    let mut args = vec!["env"];
+    args.extend_from_slice(env);
+    args.extend_from_slice(&[bin(), "iptables"]);
+    args.extend_from_slice(&sidecar);
+    args.extend_from_slice(extra);
+    ns.exec(&args);
+}
+
 async fn read_peer_line(s: &mut TcpStream) -> SocketAddr {
     let mut line = String::new();
     let mut r = BufReader::new(s);
@@ -194,30 +209,8 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
         peer_tcp(any(8002)).await;
         peer_http(any(8003), "app-8003").await;
     });
-    // istio-iptables' flags: capture everything but outbound port 9001 and inbound port
-    // 8001; the proxy's group is let through.
-    net.pod.exec(&[
-        bin(),
-        "iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-g",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-b",
-        "*",
-        "-o",
-        "9001",
-        "-d",
-        "8001",
-    ]);
+    // Everything is captured but outbound port 9001 and inbound port 8001.
+    install_capture(&net.pod, &[], &["-o", "9001", "-d", "8001"]);
     let rules = net.pod.exec(&["iptables-save", "-t", "nat"]);
     assert!(
         rules.contains("-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
@@ -406,26 +399,7 @@ fn ipv6_captured_connections_keep_their_original_destination() {
         peer_tcp(any6(8002)).await;
     });
     // istio-iptables with IPv6 on: the same chains in ip6tables, and ::6 on lo.
-    net.pod.exec(&[
-        "env",
-        "ENABLE_INBOUND_IPV6=true",
-        bin(),
-        "iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-g",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-b",
-        "*",
-    ]);
+    install_capture(&net.pod, &["ENABLE_INBOUND_IPV6=true"], &[]);
     let rules = net.pod.exec(&["ip6tables-save", "-t", "nat"]);
     assert!(
         rules.contains("-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN"),

@@ -122,6 +122,17 @@ impl Netns {
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     }
 
+    /// Moves the calling thread into the namespace and runs `fut` there on a runtime of its
+    /// own.
+    fn run_inside<Fut: std::future::Future>(&self, fut: impl FnOnce() -> Fut) -> Fut::Output {
+        self.enter();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fut())
+    }
+
     /// Runs `f` to completion on a thread inside the namespace (with its own runtime); child
     /// processes it starts live in the namespace too.
     pub fn block_on<F, Fut>(&self, f: F) -> Fut::Output
@@ -131,16 +142,9 @@ impl Netns {
         Fut::Output: Send + 'static,
     {
         let me = self.clone();
-        std::thread::spawn(move || {
-            me.enter();
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f())
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        std::thread::spawn(move || me.run_inside(f))
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 
     /// Starts servers inside the namespace (`start` spawns them on the runtime it runs in);
@@ -154,16 +158,11 @@ impl Netns {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
-            me.enter();
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    start().await;
-                    let _ = ready_tx.send(());
-                    let _ = stop_rx.await;
-                });
+            me.run_inside(|| async move {
+                start().await;
+                let _ = ready_tx.send(());
+                let _ = stop_rx.await;
+            })
         });
         ready_rx.recv().expect("servers started");
         Serving(Some(stop_tx))
