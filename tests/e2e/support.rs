@@ -393,17 +393,7 @@ pub async fn peer_tcp(bind: SocketAddr) -> SocketAddr {
         {
             return;
         }
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+        echo_bytes(s).await;
     })
     .await
 }
@@ -450,20 +440,22 @@ async fn echo(
 
 /// A TCP server that echoes bytes back.
 pub async fn tcp_echo() -> SocketAddr {
-    serve_each(|mut s| async move {
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
+    serve_each(echo_bytes).await
+}
+
+/// Echoes what `s` sends until it closes.
+async fn echo_bytes(mut s: tokio::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
                 }
             }
         }
-    })
-    .await
+    }
 }
 
 /// A WebSocket server that echoes messages back.
