@@ -1,18 +1,22 @@
 //! The downstream codec: picks HTTP/1.1 or HTTP/2 (prior knowledge) for a connection as the
-//! HCM's `codec_type` says, and serves it with hyper's protocol-specific connection (no extra
-//! I/O layer for detection: the HTTP/2 preface is peeked from the socket).
+//! HCM's `codec_type` says, and serves it: HTTP/1.1 with the inline codec (`super::h1`),
+//! HTTP/2 with hyper's server (no extra I/O layer for detection: the HTTP/2 preface is peeked
+//! from the socket).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use crate::listener::stream::DownstreamStream;
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::Body;
+use super::h1::{Settings, Shutdown};
+use super::{Body, DownstreamBody};
 use crate::config::hcm::{Codec, HcmConfig};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -62,38 +66,78 @@ pub async fn detect(stream: &DownstreamStream, codec: Codec) -> std::io::Result<
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A served downstream connection of either protocol.
-    #[project = ServerConnProj]
-    pub enum ServerConn<S>
-    where
-        S: HttpService<Incoming, ResBody = Body>,
-    {
-        /// HTTP/1.1 with upgrades.
-        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<DownstreamStream>, S> },
-        /// HTTP/2.
-        H2 { #[pin] conn: http2::Connection<TokioIo<DownstreamStream>, S, TokioExecutor> },
+/// Adapts a connection manager handler to hyper's service trait (HTTP/2, and HTTP/1.1
+/// connections handed to hyper for an upgrade).
+#[derive(Debug, Clone)]
+pub struct HyperService<F>(pub F);
+
+impl<F, Fut> hyper::service::Service<Request<Incoming>> for HyperService<F>
+where
+    F: Fn(Request<DownstreamBody>) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Infallibly<Fut>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Infallibly {
+            inner: (self.0)(req.map(DownstreamBody::Hyper)),
+        }
     }
 }
 
-impl<S> ServerConn<S>
-where
-    S: HttpService<Incoming, ResBody = Body>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    /// Starts serving `stream` as `protocol` with the HCM's limits.
-    pub fn new(stream: DownstreamStream, protocol: Protocol, cfg: &HcmConfig, service: S) -> Self {
-        let io = TokioIo::new(stream);
-        match protocol {
+pin_project_lite::pin_project! {
+    /// A response future that cannot fail, as hyper's service wants it.
+    pub struct Infallibly<Fut> {
+        #[pin]
+        inner: Fut,
+    }
+}
+
+impl<Fut: Future<Output = Response<Body>>> Future for Infallibly<Fut> {
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(Ok)
+    }
+}
+
+/// The error a served connection ends with.
+pub type ConnError = super::h1::ConnError;
+
+/// A served downstream connection of either protocol.
+pub struct ServerConn {
+    conn: Pin<Box<dyn Future<Output = Result<(), ConnError>> + Send>>,
+    shutdown: Arc<Shutdown>,
+}
+
+impl ServerConn {
+    /// Starts serving `stream` as `protocol` with the HCM's limits; `handler` answers each
+    /// request.
+    pub fn new<F, Fut>(
+        stream: DownstreamStream,
+        protocol: Protocol,
+        cfg: &HcmConfig,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(Request<DownstreamBody>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let shutdown = Arc::new(Shutdown::default());
+        let conn: Pin<Box<dyn Future<Output = Result<(), ConnError>> + Send>> = match protocol {
             Protocol::Http1 => {
-                let mut b = http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192))
-                    .header_read_timeout(cfg.request_headers_timeout);
-                ServerConn::H1 {
-                    conn: b.serve_connection(io, service).with_upgrades(),
-                }
+                let settings = Settings {
+                    max_head: cfg.max_request_headers_kb as usize * 1024,
+                    headers_timeout: cfg.request_headers_timeout,
+                };
+                Box::pin(super::h1::serve(
+                    stream,
+                    settings,
+                    shutdown.clone(),
+                    handler,
+                ))
             }
             Protocol::Http2 => {
                 let mut b = http2::Builder::new(TokioExecutor::new());
@@ -108,35 +152,37 @@ where
                 if let Some(w) = cfg.http2_initial_connection_window_size {
                     b.initial_connection_window_size(w);
                 }
-                ServerConn::H2 {
-                    conn: b.serve_connection(io, service),
-                }
+                let conn = b.serve_connection(TokioIo::new(stream), HyperService(handler));
+                let shutdown = shutdown.clone();
+                Box::pin(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let mut asked = false;
+                    loop {
+                        tokio::select! {
+                            r = conn.as_mut() => return r.map_err(ConnError::Hyper),
+                            _ = shutdown.wait(), if !asked => {
+                                asked = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                })
             }
-        }
+        };
+        Self { conn, shutdown }
     }
 
-    /// Starts a graceful close: HTTP/1.1 closes once the current response is sent, HTTP/2
-    /// sends GOAWAY and lets open streams finish.
-    pub fn graceful_shutdown(self: Pin<&mut Self>) {
-        match self.project() {
-            ServerConnProj::H1 { conn } => conn.graceful_shutdown(),
-            ServerConnProj::H2 { conn } => conn.graceful_shutdown(),
-        }
+    /// Starts a graceful close: HTTP/1.1 closes once the current response is sent (or now,
+    /// between requests), HTTP/2 sends GOAWAY and lets open streams finish.
+    pub fn graceful_shutdown(&mut self) {
+        self.shutdown.ask();
     }
 }
 
-impl<S> Future for ServerConn<S>
-where
-    S: HttpService<Incoming, ResBody = Body>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Output = Result<(), hyper::Error>;
+impl Future for ServerConn {
+    type Output = Result<(), ConnError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ServerConnProj::H1 { conn } => conn.poll(cx),
-            ServerConnProj::H2 { conn } => conn.poll(cx),
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.conn.as_mut().poll(cx)
     }
 }

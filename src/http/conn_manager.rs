@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::listener::stream::DownstreamStream;
 use http::{HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 
-use super::Body;
 use super::local_reply::{ResponseFlag, local_reply};
 use super::rewrite::{apply_request_mutations, redirect, rewrite};
 use super::route_match::{RequestFacts, find_route, find_virtual_host, is_grpc};
 use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
 use super::stream_log::{Details, PendingLog, RouteName};
+use super::{Body, DownstreamBody};
 use crate::config::filters::HttpFilter;
 use crate::config::hcm::{HcmConfig, Routes, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, RequireTls, RouteConfig};
@@ -205,7 +204,7 @@ impl HttpConnectionManager {
         } else {
             io.tls_log_facts()
         };
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let handler = move |req: Request<DownstreamBody>| {
             let hcm = hcm.clone();
             let srv = srv.clone();
             let drain = conn_drain.clone();
@@ -228,12 +227,9 @@ impl HttpConnectionManager {
                 };
                 // The stream stays active until its response body is fully sent.
                 let (parts, body) = resp.into_parts();
-                Ok::<_, std::convert::Infallible>(Response::from_parts(
-                    parts,
-                    super::with_guard(body, guard),
-                ))
+                Response::from_parts(parts, super::with_guard(body, guard))
             }
-        });
+        };
         let cfg = &self.config;
         let protocol = match super::codec::detect(&io, cfg.codec).await {
             Ok(p) => p,
@@ -243,8 +239,7 @@ impl HttpConnectionManager {
                 return;
             }
         };
-        let conn = super::codec::ServerConn::new(io, protocol, cfg, service);
-        tokio::pin!(conn);
+        let mut conn = super::codec::ServerConn::new(io, protocol, cfg, handler);
         let mut drain = drain;
         let idle = cfg.idle_timeout;
         let mut shutting_down = false;
@@ -258,9 +253,9 @@ impl HttpConnectionManager {
                 }
             };
             tokio::select! {
-                r = conn.as_mut() => {
+                r = &mut conn => {
                     if let Err(e) = r {
-                        if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+                        if e.is_protocol_error() {
                             self.stats.downstream_cx_protocol_error.inc();
                         }
                         tracing::debug!("downstream connection error: {e}");
@@ -276,14 +271,14 @@ impl HttpConnectionManager {
                         && activity.idle_remaining(d).is_zero()
                     {
                         self.stats.downstream_cx_idle_timeout.inc();
-                        conn.as_mut().graceful_shutdown();
+                        conn.graceful_shutdown();
                         shutting_down = true;
                     }
                 }
             }
             if drain_pending && !shutting_down && activity.may_go_away() {
                 self.stats.downstream_cx_drain_close.inc();
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 shutting_down = true;
             }
         }
@@ -293,7 +288,7 @@ impl HttpConnectionManager {
     async fn handle(
         &self,
         server: &Server,
-        mut req: Request<Incoming>,
+        mut req: Request<DownstreamBody>,
         conn: &ConnectionInfo,
         drain: &DrainWatch,
     ) -> Response<Body> {
@@ -371,7 +366,7 @@ impl HttpConnectionManager {
     /// Header-name and path checks before routing: underscores, normalization, `via`.
     fn sanitize(
         &self,
-        req: &mut Request<Incoming>,
+        req: &mut Request<DownstreamBody>,
         path: &mut Cow<'_, str>,
         grpc: bool,
     ) -> Option<Response<Body>> {
@@ -438,7 +433,7 @@ impl HttpConnectionManager {
     async fn route(
         &self,
         server: &Server,
-        mut req: Request<Incoming>,
+        mut req: Request<DownstreamBody>,
         conn: &ConnectionInfo,
         grpc: bool,
         start: Instant,
@@ -634,7 +629,7 @@ fn append_header(headers: &mut http::HeaderMap, name: http::HeaderName, value: &
     }
 }
 
-fn upgrade_type(req: &Request<Incoming>) -> Option<String> {
+fn upgrade_type(req: &Request<DownstreamBody>) -> Option<String> {
     let conn = req.headers().get(http::header::CONNECTION)?.to_str().ok()?;
     if !conn
         .split(',')

@@ -1,9 +1,10 @@
-//! HTTP: the connection manager (hyper server, h1/h2), route matching, the router, and local
-//! replies.
+//! HTTP: the connection manager (an inline HTTP/1.1 codec, hyper's HTTP/2 server), route
+//! matching, the router, and local replies.
 
 pub mod codec;
 pub mod compressor;
 pub mod conn_manager;
+pub mod h1;
 pub mod headers;
 pub mod local_reply;
 pub mod path;
@@ -23,6 +24,52 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The response body type served downstream.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A downstream request's body: none, from hyper (HTTP/2, upgraded connections) or from the
+/// inline HTTP/1.1 codec.
+#[derive(Debug)]
+pub enum DownstreamBody {
+    /// No body.
+    Empty,
+    /// Read by hyper.
+    Hyper(hyper::body::Incoming),
+    /// Read by the HTTP/1.1 codec.
+    Http1(h1::body::RequestBody),
+}
+
+impl hyper::body::Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            DownstreamBody::Empty => std::task::Poll::Ready(None),
+            DownstreamBody::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            DownstreamBody::Http1(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::Empty => true,
+            DownstreamBody::Hyper(b) => b.is_end_stream(),
+            DownstreamBody::Http1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            DownstreamBody::Empty => hyper::body::SizeHint::with_exact(0),
+            DownstreamBody::Hyper(b) => b.size_hint(),
+            DownstreamBody::Http1(b) => b.size_hint(),
+        }
+    }
+}
 
 /// The request's authority: the Host header (HTTP/1.1) or the URI's authority (HTTP/2), as a
 /// header value (a reference-counted clone of the request's bytes for HTTP/1.1), or empty.

@@ -2,7 +2,6 @@
 //! host rewrites) and the redirects it answers with.
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 
 use super::Body;
 use crate::config::route::{Redirect, RedirectPath};
@@ -37,10 +36,10 @@ pub fn apply_request_mutations(
 }
 
 /// Applies the route's host and path rewrites, recording the original path and host.
-pub fn rewrite(
+pub fn rewrite<B>(
     action: &crate::config::route::RouteAction,
     weighted: Option<&crate::config::route::WeightedCluster>,
-    req: &mut Request<Incoming>,
+    req: &mut Request<B>,
     pm: &crate::config::route::PathMatch,
 ) {
     let host = weighted

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::local_reply::{ResponseFlag, local_reply};
 use super::stream_log::{BytesReceived, UpstreamInfo};
-use super::{Body, BoxError};
+use super::{Body, BoxError, DownstreamBody};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterSpecifier, HostRewrite, RouteAction, WeightedCluster};
 use crate::upstream::http1;
@@ -79,7 +79,7 @@ pub fn choose_cluster<'a>(
 pub async fn forward(
     f: &Forward<'_>,
     cluster: &Arc<ClusterRuntime>,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     downstream_version: Version,
 ) -> Response<Body> {
     let ctx = crate::upstream::LbContext {
@@ -145,7 +145,7 @@ async fn forward_to(
     f: &Forward<'_>,
     cluster: &Arc<ClusterRuntime>,
     host: &Arc<Host>,
-    mut req: Request<Incoming>,
+    mut req: Request<DownstreamBody>,
     downstream_version: Version,
 ) -> Response<Body> {
     let stats = &cluster.stats;
@@ -466,7 +466,7 @@ pin_project_lite::pin_project! {
     /// The downstream request body on its way upstream; records when it ended.
     struct RequestBody {
         #[pin]
-        inner: Incoming,
+        inner: DownstreamBody,
         done: Arc<AtomicBool>,
         received: Option<Arc<std::sync::atomic::AtomicU64>>,
     }
@@ -474,7 +474,7 @@ pin_project_lite::pin_project! {
 
 impl hyper::body::Body for RequestBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use super::Body;
 use super::local_reply::ResponseFlag;
@@ -49,9 +48,9 @@ pub struct PendingLog {
 
 impl PendingLog {
     /// Captures the request side; adds the byte counter to the request's extensions.
-    pub fn start(
+    pub fn start<B>(
         loggers: &[Arc<AccessLogger>],
-        req: &mut Request<Incoming>,
+        req: &mut Request<B>,
         local: SocketAddr,
         remote: SocketAddr,
         tls: Option<Arc<crate::listener::stream::TlsInfo>>,

@@ -17,7 +17,7 @@ use super::stats::ClusterStats;
 use crate::config::cluster::Cluster;
 
 /// The body type sent upstream.
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+pub type UpstreamBody = BoxBody<Bytes, crate::http::BoxError>;
 
 /// Connection limits shared by every host of a cluster.
 #[derive(Debug, Default)]

@@ -45,7 +45,7 @@ pub enum ExchangeError {
     Decode(#[from] DecodeError),
     /// The downstream request body failed (the client reset or went away).
     #[error("downstream request body: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(BoxError),
     /// The request body did not match its Content-Length.
     #[error("request body length does not match content-length")]
     BodyLength,
