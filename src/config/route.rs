@@ -210,6 +210,8 @@ pub struct RouteAction {
     pub host_rewrite: HostRewrite,
     /// Upstream timeout (None = disabled). Default 15s.
     pub timeout: Option<Duration>,
+    /// The timeout in milliseconds, as x-envoy-expected-rq-timeout-ms carries it (built once).
+    pub timeout_ms_header: Option<http::HeaderValue>,
     /// Per-stream idle timeout override.
     pub idle_timeout: Option<Option<Duration>>,
     /// Per-route upgrade overrides: (type, enabled).
@@ -763,17 +765,19 @@ impl RouteAction {
                 u.enabled.as_ref().map(|v| v.value).unwrap_or(true),
             ));
         }
+        let timeout = timeout_or(
+            a.timeout.as_ref(),
+            Some(Duration::from_secs(15)),
+            &join(path, "timeout"),
+        )?;
         Ok(Self {
             cluster,
             cluster_not_found_status,
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             regex_rewrite,
             host_rewrite,
-            timeout: timeout_or(
-                a.timeout.as_ref(),
-                Some(Duration::from_secs(15)),
-                &join(path, "timeout"),
-            )?,
+            timeout,
+            timeout_ms_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
             idle_timeout: match &a.idle_timeout {
                 None => None,
                 Some(d) => Some(timeout_or(Some(d), None, &join(path, "idle_timeout"))?),

@@ -166,12 +166,10 @@ async fn forward_to(
     }
     // Tells the upstream how long the router waits for it, as Envoy's router does.
     if f.envoy_headers
-        && let Some(t) = f.action.timeout
+        && let Some(t) = &f.action.timeout_ms_header
     {
-        req.headers_mut().insert(
-            X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
-            HeaderValue::from(t.as_millis() as u64),
-        );
+        req.headers_mut()
+            .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), t.clone());
     }
     let use_h2 = match cluster.config.protocol {
         UpstreamProtocol::Http1 => false,

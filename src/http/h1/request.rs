@@ -4,12 +4,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{HeaderMap, Method, Uri, Version};
 
-use crate::upstream::http1::decode::Framing;
-
-/// Most headers a request head may carry (Envoy's default `max_headers_count`).
-pub const MAX_HEADERS: usize = 100;
+use crate::upstream::http1::decode::{Framing, HeaderSpans, MAX_HEADERS, REQUEST_HEADROOM};
 
 /// Why a request head was refused; the connection answers with `status` and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -81,22 +78,14 @@ pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHe
     let base = buf.as_ptr() as usize;
     let target = parsed.path.ok_or(bad("no request target"))?;
     let target_range = offset(base, target.as_bytes());
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        fields.push((name, offset(base, h.value)));
-    }
+    let spans = HeaderSpans::of(buf, &parsed.headers);
     let head_bytes = buf.split_to(len).freeze();
     // Origin, absolute, authority (CONNECT) and asterisk (OPTIONS *) forms all parse as URIs.
     let uri = Uri::from_maybe_shared(head_bytes.slice(target_range))
         .map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        let value = HeaderValue::from_maybe_shared(head_bytes.slice(range))
-            .map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = spans
+        .header_map(&head_bytes, REQUEST_HEADROOM)
+        .map_err(bad)?;
     let framing = framing(&headers)?;
     let keep_alive = keeps_alive(version, &headers);
     let expect_continue = version == Version::HTTP_11

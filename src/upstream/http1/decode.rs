@@ -6,10 +6,60 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
-/// Most headers a response head may carry.
-const MAX_HEADERS: usize = 100;
+/// Most headers a head may carry (Envoy's default `max_headers_count`).
+pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted (hex digits plus extensions).
 const MAX_CHUNK_LINE: usize = 4096;
+
+/// Room left in a parsed request's header map for the headers the proxy adds on the way
+/// upstream (x-forwarded-proto, x-request-id, x-envoy-expected-rq-timeout-ms, ...).
+///
+/// A header map holds up to 6 headers in an allocation under 1 KiB (glibc's per-thread cache
+/// serves those quickly); the next size up costs several times more to allocate, and growing a
+/// full map costs a rehash. The room is sized for the common case: a request of a few headers
+/// gets its additions without growing, a response (`RESPONSE_HEADROOM`) its
+/// x-envoy-upstream-service-time.
+pub const REQUEST_HEADROOM: usize = 4;
+
+/// Room left in a parsed response's header map (see `REQUEST_HEADROOM`).
+pub const RESPONSE_HEADROOM: usize = 1;
+
+/// Where each header's name and value lie in a head's bytes, noted while the parser borrows
+/// the read buffer so the map can be built after the head is split off (values then share the
+/// head's bytes; names are interned when standard). On the stack: no allocation per message.
+pub struct HeaderSpans {
+    spans: [(u32, u32, u32, u32); MAX_HEADERS],
+    len: usize,
+}
+
+impl HeaderSpans {
+    /// Notes the spans of `headers`, parsed from `buf`.
+    pub fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Self {
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+        let mut len = 0;
+        for (slot, h) in spans.iter_mut().zip(headers) {
+            let n = (h.name.as_ptr() as usize - base) as u32;
+            let v = (h.value.as_ptr() as usize - base) as u32;
+            *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            len += 1;
+        }
+        Self { spans, len }
+    }
+
+    /// The header map, with room for `headroom` more headers.
+    pub fn header_map(&self, head: &Bytes, headroom: usize) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.len + headroom);
+        for &(n0, n1, v0, v1) in &self.spans[..self.len] {
+            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+                .map_err(|_| "invalid header name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+                .map_err(|_| "invalid header value")?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
 
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,22 +151,11 @@ pub fn parse_head(
         } else {
             Version::HTTP_11
         };
-        // Header values share the head's bytes; names are interned when standard.
-        let base = buf.as_ptr() as usize;
-        let mut fields = Vec::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| DecodeError::Head("invalid header name"))?;
-            let start = h.value.as_ptr() as usize - base;
-            fields.push((name, start..start + h.value.len()));
-        }
+        let spans = HeaderSpans::of(buf, &parsed.headers);
         let head_bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, range) in fields {
-            let value = HeaderValue::from_maybe_shared(head_bytes.slice(range))
-                .map_err(|_| DecodeError::Head("invalid header value"))?;
-            headers.append(name, value);
-        }
+        let headers = spans
+            .header_map(&head_bytes, RESPONSE_HEADROOM)
+            .map_err(DecodeError::Head)?;
         let framing = framing(status, &headers, head_request)?;
         let keep_alive = framing != Framing::UntilClose && keeps_alive(version, &headers);
         return Ok(Some(Head {
