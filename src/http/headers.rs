@@ -207,23 +207,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if connection {
-        // Names listed in `connection` (other than its own options) are hop-by-hop too.
-        let listed: Vec<HeaderName> = headers
+        // Names listed in `connection` (other than its own options) are hop-by-hop too; most
+        // messages list none, and then nothing is collected.
+        let own_option = |t: &[u8]| {
+            t.is_empty()
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade"))
+        };
+        let tokens = |headers: &HeaderMap| {
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .map(|t| t.trim_ascii())
+                .filter(|t| !own_option(t))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect::<Vec<HeaderName>>()
+        };
+        let lists_names = headers
             .get_all(CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-            .filter(|t| {
-                let own_option = t.is_empty()
-                    || t.eq_ignore_ascii_case(b"close")
-                    || t.eq_ignore_ascii_case(b"keep-alive")
-                    || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade"));
-                !own_option
-            })
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
-        for name in listed {
-            headers.remove(&name);
+            .any(|t| !own_option(t.trim_ascii()));
+        if lists_names {
+            for name in tokens(headers) {
+                headers.remove(&name);
+            }
         }
         if !keep_upgrade {
             headers.remove(CONNECTION);

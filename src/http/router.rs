@@ -204,18 +204,25 @@ async fn forward_to(
             parts.uri = Uri::from(path);
         }
     }
-    let request_done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&body)));
-    let body = RequestBody {
-        received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
-        inner: body,
-        done: request_done.clone(),
+    // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
+    // allocation for the boxed body.
+    let (body, request_done) = if hyper::body::Body::is_end_stream(&body) {
+        (super::empty_body(), None)
+    } else {
+        let done = Arc::new(AtomicBool::new(false));
+        let body = RequestBody {
+            received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
+            inner: body,
+            done: done.clone(),
+        };
+        (body.boxed(), Some(done))
     };
     let sni = cluster
         .config
         .auto_sni
         .as_ref()
         .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
-    let upstream_req = Request::from_parts(parts, body.boxed());
+    let upstream_req = Request::from_parts(parts, body);
     stats.upstream_rq_total.inc();
     host.active_requests.fetch_add(1, Ordering::Relaxed);
     let guard = StreamGuard {
@@ -238,7 +245,10 @@ async fn forward_to(
         match f.request_deadline {
             Some(deadline) => {
                 tokio::time::sleep_until(deadline.into()).await;
-                if request_done.load(Ordering::Acquire) {
+                if request_done
+                    .as_ref()
+                    .is_none_or(|d| d.load(Ordering::Acquire))
+                {
                     std::future::pending::<()>().await;
                 }
             }

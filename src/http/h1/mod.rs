@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response, Version};
 use hyper::body::Body as _;
 use tokio::io::AsyncWrite;
@@ -190,7 +190,7 @@ fn write_all(
         if n == 0 {
             return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
-        buf.advance(n);
+        crate::upstream::http1::consume(buf, n);
     }
     Poll::Ready(Ok(()))
 }

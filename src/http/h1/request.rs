@@ -6,7 +6,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Uri, Version};
 
-use crate::upstream::http1::decode::{Framing, HeaderSpans, MAX_HEADERS, REQUEST_HEADROOM};
+use crate::upstream::http1::decode::{
+    Framing, MAX_HEADERS, REQUEST_HEADROOM, header_map, record_spans,
+};
 
 /// Why a request head was refused; the connection answers with `status` and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,14 +80,13 @@ pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHe
     let base = buf.as_ptr() as usize;
     let target = parsed.path.ok_or(bad("no request target"))?;
     let target_range = offset(base, target.as_bytes());
-    let spans = HeaderSpans::of(buf, &parsed.headers);
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    let n = record_spans(buf, parsed.headers, &mut spans);
     let head_bytes = buf.split_to(len).freeze();
     // Origin, absolute, authority (CONNECT) and asterisk (OPTIONS *) forms all parse as URIs.
     let uri = Uri::from_maybe_shared(head_bytes.slice(target_range))
         .map_err(|_| bad("invalid request target"))?;
-    let headers = spans
-        .header_map(&head_bytes, REQUEST_HEADROOM)
-        .map_err(bad)?;
+    let headers = header_map(&head_bytes, &spans[..n], REQUEST_HEADROOM).map_err(bad)?;
     let framing = framing(&headers)?;
     let keep_alive = keeps_alive(version, &headers);
     let expect_continue = version == Version::HTTP_11

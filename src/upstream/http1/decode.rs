@@ -24,41 +24,41 @@ pub const REQUEST_HEADROOM: usize = 4;
 /// Room left in a parsed response's header map (see `REQUEST_HEADROOM`).
 pub const RESPONSE_HEADROOM: usize = 1;
 
-/// Where each header's name and value lie in a head's bytes, noted while the parser borrows
-/// the read buffer so the map can be built after the head is split off (values then share the
-/// head's bytes; names are interned when standard). On the stack: no allocation per message.
-pub struct HeaderSpans {
-    spans: [(u32, u32, u32, u32); MAX_HEADERS],
-    len: usize,
+/// Where one header's name and value lie in a head's bytes: name start and end, value start
+/// and end.
+pub type Span = (u32, u32, u32, u32);
+
+/// Notes where each of `headers` (parsed from `buf`) lies, into the caller's `spans` (on its
+/// stack: no allocation per message), so the map can be built once the head is split off the
+/// buffer. Returns how many were noted.
+pub fn record_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) -> usize {
+    let base = buf.as_ptr() as usize;
+    let mut len = 0;
+    for (slot, h) in spans.iter_mut().zip(headers) {
+        let n = (h.name.as_ptr() as usize - base) as u32;
+        let v = (h.value.as_ptr() as usize - base) as u32;
+        *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+        len += 1;
+    }
+    len
 }
 
-impl HeaderSpans {
-    /// Notes the spans of `headers`, parsed from `buf`.
-    pub fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> Self {
-        let base = buf.as_ptr() as usize;
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        let mut len = 0;
-        for (slot, h) in spans.iter_mut().zip(headers) {
-            let n = (h.name.as_ptr() as usize - base) as u32;
-            let v = (h.value.as_ptr() as usize - base) as u32;
-            *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
-            len += 1;
-        }
-        Self { spans, len }
+/// The header map of a head whose headers lie at `spans` in `head`: values share the head's
+/// bytes; names are interned when standard. `headroom`: room for that many more headers.
+pub fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+    headroom: usize,
+) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + headroom);
+    for &(n0, n1, v0, v1) in spans {
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            .map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+            .map_err(|_| "invalid header value")?;
+        headers.append(name, value);
     }
-
-    /// The header map, with room for `headroom` more headers.
-    pub fn header_map(&self, head: &Bytes, headroom: usize) -> Result<HeaderMap, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.len + headroom);
-        for &(n0, n1, v0, v1) in &self.spans[..self.len] {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-                .map_err(|_| "invalid header name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-                .map_err(|_| "invalid header value")?;
-            headers.append(name, value);
-        }
-        Ok(headers)
-    }
+    Ok(headers)
 }
 
 /// Why a response could not be read.
@@ -151,11 +151,11 @@ pub fn parse_head(
         } else {
             Version::HTTP_11
         };
-        let spans = HeaderSpans::of(buf, &parsed.headers);
+        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+        let n = record_spans(buf, parsed.headers, &mut spans);
         let head_bytes = buf.split_to(len).freeze();
-        let headers = spans
-            .header_map(&head_bytes, RESPONSE_HEADROOM)
-            .map_err(DecodeError::Head)?;
+        let headers =
+            header_map(&head_bytes, &spans[..n], RESPONSE_HEADROOM).map_err(DecodeError::Head)?;
         let framing = framing(status, &headers, head_request)?;
         let keep_alive = framing != Framing::UntilClose && keeps_alive(version, &headers);
         return Ok(Some(Head {

@@ -108,10 +108,9 @@ impl Conn {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.write_buf.advance(n);
             self.stats.upstream_cx_tx_bytes_total.add(n as u64);
+            consume(&mut self.write_buf, n);
         }
-        self.write_buf.clear();
         Poll::Ready(Ok(()))
     }
 
@@ -129,6 +128,17 @@ impl Conn {
             drop(_close);
         });
         Ok(super::pool::H1Conn { sender, facts })
+    }
+}
+
+/// Drops the first `n` written bytes of `buf`. A buffer written whole is cleared, which keeps
+/// its whole allocation for the next message (advancing would give up the written part of it
+/// and, message after message, make `reserve` reallocate).
+pub fn consume(buf: &mut BytesMut, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
     }
 }
 
