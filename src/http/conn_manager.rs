@@ -297,6 +297,8 @@ impl HttpConnectionManager {
         let cfg = &self.config;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
+        // Also when the stream is cut short: a client that leaves drops this future.
+        let _active = ActiveRequest(&stats.downstream_rq_active);
         let version = req.version();
         if version == Version::HTTP_2 {
             stats.downstream_rq_http2_total.inc();
@@ -356,7 +358,6 @@ impl HttpConnectionManager {
         }
         stats.response(status);
         stats.downstream_rq_completed.inc();
-        stats.downstream_rq_active.dec();
         stats
             .downstream_rq_time
             .record(start.elapsed().as_secs_f64() * 1000.0);
@@ -586,6 +587,15 @@ impl HttpConnectionManager {
             resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
         resp
+    }
+}
+
+/// Counts a request in `downstream_rq_active` until dropped.
+struct ActiveRequest<'a>(&'a crate::stats::Gauge);
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

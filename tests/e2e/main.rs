@@ -7,6 +7,7 @@ mod config;
 mod grpc;
 mod hcm;
 mod http;
+mod http1_codec;
 mod http_inspector;
 mod istio;
 mod netns;
