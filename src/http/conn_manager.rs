@@ -49,7 +49,7 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn start(self: &Arc<Self>, stats: &HcmStats, version: Version) -> ActiveStream {
+    fn start(&self, stats: &HcmStats, version: Version, ctx: &Arc<ConnContext>) -> ActiveStream {
         if !self.protocol_counted.swap(true, Ordering::Relaxed) {
             if version == Version::HTTP_2 {
                 stats.downstream_cx_http2_total.inc();
@@ -59,7 +59,7 @@ impl Activity {
             }
         }
         self.active.fetch_add(1, Ordering::AcqRel);
-        ActiveStream(self.clone())
+        ActiveStream(ctx.clone())
     }
 
     /// Whether a draining connection can be told to go away now: an HTTP/2 connection once it
@@ -86,16 +86,28 @@ impl Activity {
 }
 
 /// One active stream; dropping it (when its response body is done) may make the connection idle.
-struct ActiveStream(Arc<Activity>);
+struct ActiveStream(Arc<ConnContext>);
 
 impl Drop for ActiveStream {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Ok(mut t) = self.0.idle_since.lock()
+        let activity = &self.0.activity;
+        if activity.active.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut t) = activity.idle_since.lock()
         {
             *t = Instant::now();
         }
     }
+}
+
+/// What every request of one connection shares.
+struct ConnContext {
+    hcm: Arc<HttpConnectionManager>,
+    server: Arc<Server>,
+    drain: DrainWatch,
+    activity: Activity,
+    conn: ConnectionInfo,
+    conn_tls: Option<Arc<ConnTls>>,
+    tls_facts: Option<Arc<crate::listener::stream::TlsInfo>>,
 }
 
 /// An HCM config with its stats, shared by every connection of a filter chain.
@@ -177,12 +189,6 @@ impl HttpConnectionManager {
     ) {
         self.stats.downstream_cx_total.inc();
         self.stats.downstream_cx_active.inc();
-        let activity = Arc::new(Activity::default());
-        let hcm = self.clone();
-        let srv = server.clone();
-        let conn_drain = drain.clone();
-        let conn_activity = activity.clone();
-        let (local, remote) = (conn.local, conn.remote);
         let conn_tls = io.tls().map(|t| {
             use crate::config::hcm::ForwardClientCert as F;
             let needs_details = matches!(
@@ -204,30 +210,45 @@ impl HttpConnectionManager {
         } else {
             io.tls_log_facts()
         };
-        let handler = move |req: Request<DownstreamBody>| {
-            let hcm = hcm.clone();
-            let srv = srv.clone();
-            let drain = conn_drain.clone();
-            let activity = conn_activity.clone();
-            let tls_facts = tls_facts.clone();
-            let conn_tls = conn_tls.clone();
-            async move {
-                let guard = activity.start(&hcm.stats, req.version());
-                let mut req = req;
-                if let Some(t) = conn_tls {
-                    req.extensions_mut().insert(t);
+        // One shared context per connection: a request clones one pointer, not each part.
+        let ctx = Arc::new(ConnContext {
+            hcm: self.clone(),
+            server,
+            drain: drain.clone(),
+            activity: Activity::default(),
+            conn,
+            conn_tls,
+            tls_facts,
+        });
+        let handler = {
+            let ctx = ctx.clone();
+            move |req: Request<DownstreamBody>| {
+                let ctx = ctx.clone();
+                async move {
+                    let hcm = &ctx.hcm;
+                    let guard = ctx.activity.start(&hcm.stats, req.version(), &ctx);
+                    let mut req = req;
+                    if let Some(t) = &ctx.conn_tls {
+                        req.extensions_mut().insert(t.clone());
+                    }
+                    let log = (!hcm.config.access_logs.is_empty()).then(|| {
+                        PendingLog::start(
+                            &hcm.config.access_logs,
+                            &mut req,
+                            ctx.conn.local,
+                            ctx.conn.remote,
+                            ctx.tls_facts.clone(),
+                        )
+                    });
+                    let resp = hcm.handle(&ctx.server, req, &ctx.conn, &ctx.drain).await;
+                    let resp = match log {
+                        Some(log) => log.finish(resp),
+                        None => resp,
+                    };
+                    // The stream stays active until its response body is fully sent.
+                    let (parts, body) = resp.into_parts();
+                    Response::from_parts(parts, super::with_guard(body, guard))
                 }
-                let log = (!hcm.config.access_logs.is_empty()).then(|| {
-                    PendingLog::start(&hcm.config.access_logs, &mut req, local, remote, tls_facts)
-                });
-                let resp = hcm.handle(&srv, req, &conn, &drain).await;
-                let resp = match log {
-                    Some(log) => log.finish(resp),
-                    None => resp,
-                };
-                // The stream stays active until its response body is fully sent.
-                let (parts, body) = resp.into_parts();
-                Response::from_parts(parts, super::with_guard(body, guard))
             }
         };
         let cfg = &self.config;
@@ -248,7 +269,7 @@ impl HttpConnectionManager {
         loop {
             let idle_check = async {
                 match idle {
-                    Some(d) => tokio::time::sleep(activity.idle_remaining(d)).await,
+                    Some(d) => tokio::time::sleep(ctx.activity.idle_remaining(d)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -268,7 +289,7 @@ impl HttpConnectionManager {
                 _ = recheck.tick(), if drain_pending && !shutting_down => {}
                 _ = idle_check, if !shutting_down => {
                     if let Some(d) = idle
-                        && activity.idle_remaining(d).is_zero()
+                        && ctx.activity.idle_remaining(d).is_zero()
                     {
                         self.stats.downstream_cx_idle_timeout.inc();
                         conn.graceful_shutdown();
@@ -276,7 +297,7 @@ impl HttpConnectionManager {
                     }
                 }
             }
-            if drain_pending && !shutting_down && activity.may_go_away() {
+            if drain_pending && !shutting_down && ctx.activity.may_go_away() {
                 self.stats.downstream_cx_drain_close.inc();
                 conn.graceful_shutdown();
                 shutting_down = true;
