@@ -476,7 +476,18 @@ pub async fn ws_echo() -> SocketAddr {
 
 /// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
-    closed_port().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768 and up by default): a port found free here
+    // cannot be taken by a concurrent test's outgoing connection before the proxy binds it.
+    // Each test process walks its own stretch of the range.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 8) * 1_500;
+    loop {
+        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 1_500) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A port that nothing listens on.
