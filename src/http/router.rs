@@ -206,16 +206,16 @@ async fn forward_to(
     }
     // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
     // allocation for the boxed body.
-    let (body, request_done) = if hyper::body::Body::is_end_stream(&body) {
+    let (body, request) = if hyper::body::Body::is_end_stream(&body) {
         (super::empty_body(), None)
     } else {
-        let done = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(RequestState::default());
         let body = RequestBody {
             received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
             inner: body,
-            done: done.clone(),
+            state: state.clone(),
         };
-        (body.boxed(), Some(done))
+        (body.boxed(), Some(state))
     };
     let sni = cluster
         .config
@@ -245,10 +245,7 @@ async fn forward_to(
         match f.request_deadline {
             Some(deadline) => {
                 tokio::time::sleep_until(deadline.into()).await;
-                if request_done
-                    .as_ref()
-                    .is_none_or(|d| d.load(Ordering::Acquire))
-                {
+                if request.as_ref().is_none_or(|r| r.done()) {
                     std::future::pending::<()>().await;
                 }
             }
@@ -306,6 +303,11 @@ async fn forward_to(
                 f.grpc,
                 Some(ResponseFlag::UpstreamRequestTimeout),
             )
+        }
+        // The request failed because the client's body broke HTTP/1.1 framing: Envoy's codec
+        // answers that with 400, not as an upstream failure.
+        Err(SendError::Reset(_)) if request.as_ref().is_some_and(|r| r.malformed()) => {
+            local_reply(400, "", f.grpc, Some(ResponseFlag::DownstreamProtocolError))
         }
         Err(SendError::Idle) => local_reply(
             408,
@@ -470,12 +472,30 @@ impl hyper::body::Body for UpstreamResponse {
     }
 }
 
+/// What the router learns of a request body as it is sent: whether it ended, and whether it
+/// failed because the client broke HTTP/1.1 framing.
+#[derive(Debug, Default)]
+struct RequestState {
+    done: AtomicBool,
+    malformed: AtomicBool,
+}
+
+impl RequestState {
+    fn done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn malformed(&self) -> bool {
+        self.malformed.load(Ordering::Acquire)
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The downstream request body on its way upstream; records when it ended.
+    /// The downstream request body on its way upstream; records when it ended or failed.
     struct RequestBody {
         #[pin]
         inner: DownstreamBody,
-        done: Arc<AtomicBool>,
+        state: Arc<RequestState>,
         received: Option<Arc<std::sync::atomic::AtomicU64>>,
     }
 }
@@ -499,7 +519,12 @@ impl hyper::body::Body for RequestBody {
             _ => false,
         };
         if ended {
-            this.done.store(true, Ordering::Release);
+            this.state.done.store(true, Ordering::Release);
+        }
+        if let std::task::Poll::Ready(Some(Err(e))) = &r
+            && e.downcast_ref::<http1::decode::DecodeError>().is_some()
+        {
+            this.state.malformed.store(true, Ordering::Release);
         }
         r
     }

@@ -138,9 +138,12 @@ async fn chunked_uploads_reach_the_upstream_whole() {
     assert_eq!(p.stat("http.in.downstream_cx_total").await, 1);
 }
 
-#[tokio::test]
-async fn malformed_chunked_upload_is_not_forwarded_whole() {
-    let (p, addr) = proxy("").await;
+/// Sends a chunked upload with a malformed chunk size through a proxy whose cluster has
+/// `cluster_extra`, and checks Envoy's answer: 400, the connection closed, a protocol error.
+async fn malformed_chunked_upload(cluster_extra: &str) {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one_route(up, "", "", cluster_extra));
+    let addr = p.listener("in").await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n",
@@ -152,9 +155,22 @@ async fn malformed_chunked_upload_is_not_forwarded_whole() {
         .await
         .expect("the connection ends");
     let text = String::from_utf8_lossy(&all);
-    // The upstream request is reset: a 503 local reply, or a closed connection.
-    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    // As Envoy's codec: 400 and the connection closed; the upstream request is cut off.
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    p.wait_stat("http.in.downstream_cx_protocol_error", 1).await;
+    assert_eq!(p.stat("http.in.downstream_rq_4xx").await, 1);
     assert_eq!(p.stat("cluster.b.upstream_rq_200").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_chunked_upload_is_a_protocol_error() {
+    malformed_chunked_upload("").await;
+}
+
+#[tokio::test]
+async fn malformed_chunked_upload_to_an_h2_upstream_is_a_protocol_error() {
+    malformed_chunked_upload(H2_UPSTREAM).await;
 }
 
 #[tokio::test]

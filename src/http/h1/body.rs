@@ -41,6 +41,8 @@ pub struct Shared {
     pub io: Option<Io>,
     /// Where the body's framing is.
     pub decoder: BodyDecoder,
+    /// The body broke its framing (malformed chunked encoding): a protocol error.
+    pub malformed: bool,
 }
 
 /// Locks `shared`, riding over a poisoned lock (a panic mid-poll leaves nothing half-done
@@ -76,7 +78,11 @@ impl hyper::body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut guard = lock(&self.shared);
-        let Shared { io, decoder } = &mut *guard;
+        let Shared {
+            io,
+            decoder,
+            malformed,
+        } = &mut *guard;
         loop {
             if decoder.is_done() {
                 return Poll::Ready(None);
@@ -89,7 +95,10 @@ impl hyper::body::Body for RequestBody {
                 Ok(Decoded::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
                 Ok(Decoded::End) => return Poll::Ready(None),
                 Ok(Decoded::NeedMore) => {}
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    *malformed = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
             }
             match ready!(io.poll_fill(cx)) {
                 Ok(0) => return Poll::Ready(Some(Err(BodyClosed.into()))),

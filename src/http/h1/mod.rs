@@ -79,6 +79,9 @@ pub enum ConnError {
     /// A request head was refused (answered with its status before closing).
     #[error("invalid request: {0}")]
     Head(HeadError),
+    /// The request body broke its framing (answered 400 by the connection manager).
+    #[error("malformed request body")]
+    MalformedBody,
     /// The head did not arrive within `request_headers_timeout`.
     #[error("request headers timeout")]
     HeadersTimeout,
@@ -94,7 +97,7 @@ impl ConnError {
     /// Whether the peer broke the protocol (`downstream_cx_protocol_error`).
     pub fn is_protocol_error(&self) -> bool {
         match self {
-            ConnError::Head(_) => true,
+            ConnError::Head(_) | ConnError::MalformedBody => true,
             ConnError::Hyper(e) => e.is_parse() || e.is_parse_too_large() || e.is_parse_status(),
             _ => false,
         }
@@ -168,6 +171,13 @@ impl Conn {
                 };
                 taken.ok_or(Conn::Shared(s))
             }
+        }
+    }
+
+    fn request_body_malformed(&self) -> bool {
+        match self {
+            Conn::Owned(_) => false,
+            Conn::Shared(s) => lock(s).malformed,
         }
     }
 
@@ -249,6 +259,7 @@ where
             let shared = Arc::new(Mutex::new(Shared {
                 io: Some(io),
                 decoder: BodyDecoder::new(framing),
+                malformed: false,
             }));
             (
                 DownstreamBody::Http1(RequestBody::new(shared.clone())),
@@ -297,6 +308,10 @@ where
             drop(rbody);
         }
         poll_fn(|cx| conn.poll_write_all(cx, &mut write_buf)).await?;
+        if conn.request_body_malformed() {
+            close(conn).await;
+            return Err(ConnError::MalformedBody);
+        }
         if persistence == Persistence::Close {
             close(conn).await;
             return Ok(());
