@@ -155,17 +155,7 @@ impl ServerConn {
                 let conn = b.serve_connection(TokioIo::new(stream), HyperService(handler));
                 let shutdown = shutdown.clone();
                 Box::pin(async move {
-                    let mut conn = std::pin::pin!(conn);
-                    let mut asked = false;
-                    loop {
-                        tokio::select! {
-                            r = conn.as_mut() => return r.map_err(ConnError::Hyper),
-                            _ = shutdown.wait(), if !asked => {
-                                asked = true;
-                                conn.as_mut().graceful_shutdown();
-                            }
-                        }
-                    }
+                    super::h1::drive_hyper(conn, &shutdown, |c| c.graceful_shutdown()).await
                 })
             }
         };

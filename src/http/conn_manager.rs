@@ -1,5 +1,6 @@
-//! The HTTP connection manager: serves one downstream connection with hyper (HTTP/1.1, h2c
-//! with prior knowledge, upgrades), routes each request and hands it to the router.
+//! The HTTP connection manager: serves one downstream connection (HTTP/1.1 by the inline codec,
+//! h2c with prior knowledge and HTTP/2 by hyper, upgrades), routes each request and hands it
+//! to the router.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -496,6 +496,19 @@ where
             super::codec::HyperService(handler),
         )
         .with_upgrades();
+    drive_hyper(conn, &shutdown, |c| c.graceful_shutdown()).await
+}
+
+/// Drives one of hyper's server connections to its end, starting its graceful close
+/// (`graceful`) once `shutdown` is asked.
+pub async fn drive_hyper<C>(
+    conn: C,
+    shutdown: &Shutdown,
+    graceful: fn(Pin<&mut C>),
+) -> Result<(), ConnError>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     let mut conn = std::pin::pin!(conn);
     let mut asked = false;
     loop {
@@ -503,7 +516,7 @@ where
             r = conn.as_mut() => return r.map_err(ConnError::Hyper),
             _ = shutdown.wait(), if !asked => {
                 asked = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
         }
     }
