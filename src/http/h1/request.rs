@@ -3,11 +3,11 @@
 //! requests), and whether the connection stays open afterwards. Pure: bytes in, a head out.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::upstream::http1::decode::{
-    Framing, MAX_HEADERS, REQUEST_HEADROOM, header_map, record_spans,
+    Framing, MAX_HEADERS, REQUEST_HEADROOM, connection_has, header_map, keeps_alive, record_spans,
 };
 
 /// Why a request head was refused; the connection answers with `status` and closes.
@@ -94,7 +94,7 @@ pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHe
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let upgrade = method == Method::CONNECT
-        || (headers.contains_key(UPGRADE) && has_token(&headers, b"upgrade"));
+        || (headers.contains_key(UPGRADE) && connection_has(&headers, b"upgrade"));
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -146,11 +146,7 @@ fn framing(headers: &HeaderMap) -> Result<Framing, HeadError> {
     let mut length = None;
     for v in headers.get_all(CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(bad("invalid content-length"));
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let n = super::decimal(part.trim_ascii()).ok_or(bad("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(bad("conflicting content-length values"));
             }
@@ -161,25 +157,6 @@ fn framing(headers: &HeaderMap) -> Result<Framing, HeadError> {
         None | Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
     })
-}
-
-/// Whether a `Connection` header lists `token`.
-fn has_token(headers: &HeaderMap, token: &[u8]) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
-}
-
-/// HTTP/1.1 keeps the connection unless `connection: close`; HTTP/1.0 only with
-/// `connection: keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    if version == Version::HTTP_10 {
-        has_token(headers, b"keep-alive")
-    } else {
-        !has_token(headers, b"close")
-    }
 }
 
 #[cfg(test)]

@@ -64,11 +64,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     if values.next().is_some() {
         return None;
     }
-    let b = v.as_bytes();
-    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    super::decimal(v.as_bytes())
 }
 
 /// Writes the status line and headers. The framing header is written from `framing` (any
@@ -132,11 +128,7 @@ pub fn head(
 
 /// Whether the response asks to close the connection (`connection: close`).
 pub fn asks_close(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    crate::upstream::http1::decode::connection_has(headers, b"close")
 }
 
 #[cfg(test)]

@@ -219,20 +219,22 @@ fn framing(
     })
 }
 
+/// Whether a `Connection` header of `headers` lists `token` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
 /// HTTP/1.1 keeps the connection unless `connection: close`; HTTP/1.0 only with
-/// `connection: keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
+/// `connection: keep-alive`. The same for requests and responses.
+pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     if version == Version::HTTP_10 {
-        has(b"keep-alive")
+        connection_has(headers, b"keep-alive")
     } else {
-        !has(b"close")
+        !connection_has(headers, b"close")
     }
 }
 
