@@ -209,29 +209,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if connection {
         // Names listed in `connection` (other than its own options) are hop-by-hop too; most
         // messages list none, and then nothing is collected.
-        let own_option = |t: &[u8]| {
-            t.is_empty()
-                || t.eq_ignore_ascii_case(b"close")
-                || t.eq_ignore_ascii_case(b"keep-alive")
-                || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade"))
-        };
-        let tokens = |headers: &HeaderMap| {
-            headers
-                .get_all(CONNECTION)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .map(|t| t.trim_ascii())
-                .filter(|t| !own_option(t))
+        if connection_names(headers, keep_upgrade).next().is_some() {
+            let names: Vec<HeaderName> = connection_names(headers, keep_upgrade)
                 .filter_map(|t| HeaderName::from_bytes(t).ok())
-                .collect::<Vec<HeaderName>>()
-        };
-        let lists_names = headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| !own_option(t.trim_ascii()));
-        if lists_names {
-            for name in tokens(headers) {
+                .collect();
+            for name in names {
                 headers.remove(&name);
             }
         }
@@ -254,6 +236,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     {
         headers.remove(TE);
     }
+}
+
+/// The tokens of the `connection` headers that name other headers: all but its own options
+/// (close, keep-alive, and upgrade when the upgrade is kept).
+fn connection_names(headers: &HeaderMap, keep_upgrade: bool) -> impl Iterator<Item = &[u8]> {
+    use http::header::CONNECTION;
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(move |t| {
+            !(t.is_empty()
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || (keep_upgrade && t.eq_ignore_ascii_case(b"upgrade")))
+        })
 }
 
 #[cfg(test)]
