@@ -279,12 +279,7 @@ fn captured_traffic_reaches_its_original_destination_both_ways() {
         // A closed port: the application's connect succeeds (the kernel accepts for the
         // proxy), then the connection closes at once when the proxy's own connect fails.
         let mut s = TcpStream::connect(at(cip, 9999)).await.unwrap();
-        let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("closed promptly")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        assert_closed_promptly(&mut s, "the proxy's connect failed").await;
         p.wait_stat("cluster.PassthroughCluster.upstream_cx_connect_fail", 1)
             .await;
         assert_eq!(

@@ -474,6 +474,16 @@ pub async fn ws_echo() -> SocketAddr {
     .await
 }
 
+/// Asserts that the proxy closes `s` within 5 s without sending a byte (a read that fails,
+/// as on a reset, counts as closed); `why` names what should have closed it.
+pub async fn assert_closed_promptly(s: &mut tokio::net::TcpStream, why: &str) {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("not closed in time: {why}"));
+    assert_eq!(n.unwrap_or(0), 0, "{why}");
+}
+
 /// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};

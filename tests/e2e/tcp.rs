@@ -43,12 +43,7 @@ async fn tcp_proxy_closes_downstream_when_upstream_refuses() {
     let mut s = tokio::net::TcpStream::connect(p.listener("t").await)
         .await
         .unwrap();
-    let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("closed promptly")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_closed_promptly(&mut s, "the upstream connect failed").await;
     p.wait_stat("cluster.dead.upstream_cx_connect_fail", 1)
         .await;
 }
