@@ -215,7 +215,13 @@ pub fn run(opts: Options) -> i32 {
     for u in &loaded.unknown_fields {
         tracing::warn!("ignoring unknown field (--allow-unknown-static-fields): {u}");
     }
-    let config = match crate::config::build(&loaded.bootstrap, &loaded.dynamic) {
+    let field_errors = crate::config::check_fields(&loaded.dynamic);
+    let bootstrap = loaded.bootstrap;
+    drop(loaded.dynamic);
+    // Nothing below needs the descriptors (but an error naming an unknown type, which decodes
+    // the few it needs again): free them before building allocates its own peak.
+    crate::bootstrap::descriptors::release();
+    let config = match crate::config::build(&bootstrap, field_errors) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -225,11 +231,12 @@ pub fn run(opts: Options) -> i32 {
             return 1;
         }
     };
+    drop(bootstrap);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    drop(loaded);
-    crate::bootstrap::descriptors::release();
+    // Returns what building freed (regex compilers' scratch space) to the system.
+    crate::sys::release_free_memory();
     if opts.mode == Mode::Validate {
         println!("configuration '{}' OK", opts.config_path);
         return 0;

@@ -36,6 +36,9 @@ where
     M: prost::Message + prost::Name + Default,
 {
     unwrap_typed_structs(&mut value, root)?;
+    let mut any_types = Vec::new();
+    collect_any_types(&value, &mut any_types);
+    descriptors::prepare(any_types.iter().map(|t| descriptors::type_name(t)));
     let desc = descriptors::message(&M::full_name())
         .ok_or_else(|| ConfigError::new(root, format!("no descriptor for {}", M::full_name())))?;
     let strict = deserialize(&desc, &value, true);
@@ -59,6 +62,7 @@ fn is_unknown_field(msg: &str) -> bool {
 /// Renders a message as JSON with proto field names, skipping defaults (the shape of Envoy's
 /// `/config_dump`). Anys of known types are expanded with `@type`.
 pub fn to_json<M: prost::Message + prost::Name>(msg: &M) -> Value {
+    descriptors::load_all();
     let Some(desc) = descriptors::message(&M::full_name()) else {
         return Value::Null;
     };
@@ -144,6 +148,20 @@ pub fn unwrap_typed_structs(value: &mut Value, path: &str) -> Result<(), ConfigE
         _ => {}
     }
     Ok(())
+}
+
+/// The `@type` of every Any in a JSON value (after TypedStruct unwrapping).
+fn collect_any_types<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(t) = map.get("@type").and_then(Value::as_str) {
+                out.push(t);
+            }
+            map.values().for_each(|v| collect_any_types(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_any_types(v, out)),
+        _ => {}
+    }
 }
 
 fn join(path: &str, key: &str) -> String {

@@ -83,10 +83,18 @@ const DOWNSTREAM_CONNECTIONS: &str =
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 const INTERNAL_LISTENER: &str = "envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
 
-/// Converts a whole bootstrap, gathering every error.
-pub fn build(b: &Bootstrap, dynamic: &DynamicMessage) -> Result<ServerConfig, ConfigErrors> {
+/// The fields of a bootstrap (in its reflection form) that pilotfish refuses: known fields
+/// that would change behaviour and are not implemented. Run before [`build`], so the decoded
+/// descriptors can be freed before building allocates.
+pub fn check_fields(dynamic: &DynamicMessage) -> ConfigErrors {
     let mut errs = ConfigErrors::default();
     fields::check(dynamic, "", &mut errs);
+    errs
+}
+
+/// Converts a whole bootstrap, gathering every error after those [`check_fields`] found.
+pub fn build(b: &Bootstrap, field_errors: ConfigErrors) -> Result<ServerConfig, ConfigErrors> {
+    let mut errs = field_errors;
     let warnings = Vec::new();
 
     let node = b

@@ -78,6 +78,15 @@ pub fn apply(
     resources: Vec<Incoming>,
     removed: &[String],
 ) -> Outcome {
+    if matches!(
+        ty,
+        ResourceType::Cluster | ResourceType::Listener | ResourceType::Route
+    ) {
+        // Their filters, transport sockets and extensions are Anys of many types, checked
+        // field by field: load the whole API once rather than file by file under a held
+        // descriptor (each of which would copy the pool).
+        crate::bootstrap::descriptors::load_all();
+    }
     let mut out = Outcome::default();
     let mut seen = BTreeSet::new();
     let mut valid = Vec::new();
