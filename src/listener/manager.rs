@@ -306,7 +306,7 @@ impl ListenerManager {
                                 &server.stats,
                                 &format!("sds.{}.", s.name),
                             )
-                            .init_fetch_timeout
+                            .init_fetch_timeout()
                             .inc();
                         }
                         s.give_up_waiting();

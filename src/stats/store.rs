@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::block::{Block, Layout};
 use super::histogram::{DEFAULT_BUCKETS, Histogram, HistogramSink};
 use super::matcher::Pattern;
 use super::matcher::StatsMatcher;
@@ -113,13 +114,51 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// One registered stat with its tag-extracted name.
+/// A counter or gauge registered alone, or one slot of a [`Block`].
+#[derive(Debug)]
+pub enum Shared<T> {
+    /// Registered alone under its name.
+    Alone(Arc<T>),
+    /// Slot `.1` of a block.
+    Slot(Block, usize),
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Shared::Alone(a) => Shared::Alone(a.clone()),
+            Shared::Slot(b, i) => Shared::Slot(b.clone(), *i),
+        }
+    }
+}
+
+impl std::ops::Deref for Shared<Counter> {
+    type Target = Counter;
+    fn deref(&self) -> &Counter {
+        match self {
+            Shared::Alone(c) => c,
+            Shared::Slot(b, i) => b.counter(*i),
+        }
+    }
+}
+
+impl std::ops::Deref for Shared<Gauge> {
+    type Target = Gauge;
+    fn deref(&self) -> &Gauge {
+        match self {
+            Shared::Alone(g) => g,
+            Shared::Slot(b, i) => b.gauge(*i),
+        }
+    }
+}
+
+/// One registered stat.
 #[derive(Debug, Clone)]
 pub enum Metric {
     /// A counter.
-    Counter(Arc<Counter>),
+    Counter(Shared<Counter>),
     /// A gauge.
-    Gauge(Arc<Gauge>),
+    Gauge(Shared<Gauge>),
     /// A histogram.
     Histogram(Arc<Histogram>),
 }
@@ -141,10 +180,14 @@ pub(crate) struct Tags {
 /// A stat's extracted tags, in order.
 pub(crate) type TagList = Arc<[(Arc<str>, Arc<str>)]>;
 
-/// The registry of every stat, keyed by its full Envoy name.
+/// The registry of every stat: stats registered alone, keyed by their full Envoy name, and
+/// blocks, keyed by prefix and layout.
 #[derive(Debug)]
 pub struct Store {
     entries: RwLock<BTreeMap<String, Entry>>,
+    blocks: RwLock<hashbrown::HashTable<Block>>,
+    hasher: std::hash::RandomState,
+    default_buckets: Arc<[f64]>,
     interned: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Tag lists, interned whole: every stat of one cluster has the same one.
     interned_tags: std::sync::Mutex<std::collections::HashSet<TagList>>,
@@ -166,6 +209,9 @@ impl Store {
     pub fn new(tags: TagProducer, matcher: StatsMatcher) -> Self {
         Self {
             entries: RwLock::new(BTreeMap::new()),
+            blocks: Default::default(),
+            hasher: Default::default(),
+            default_buckets: Arc::from(&DEFAULT_BUCKETS[..]),
             interned: Default::default(),
             interned_tags: Default::default(),
             tags,
@@ -204,16 +250,16 @@ impl Store {
     /// Returns the counter named `name`, creating it on first use. A name the stats matcher
     /// rejects gets a working counter that is not listed, as Envoy's null stats.
     pub fn counter(&self, name: &str) -> Arc<Counter> {
-        match self.get_or_insert(name, || Metric::Counter(Arc::default())) {
-            Metric::Counter(c) => c,
+        match self.get_or_insert(name, || Metric::Counter(Shared::Alone(Arc::default()))) {
+            Metric::Counter(Shared::Alone(c)) => c,
             _ => Arc::default(),
         }
     }
 
     /// Returns the gauge named `name`, creating it on first use.
     pub fn gauge(&self, name: &str) -> Arc<Gauge> {
-        match self.get_or_insert(name, || Metric::Gauge(Arc::default())) {
-            Metric::Gauge(g) => g,
+        match self.get_or_insert(name, || Metric::Gauge(Shared::Alone(Arc::default()))) {
+            Metric::Gauge(Shared::Alone(g)) => g,
             _ => Arc::default(),
         }
     }
@@ -226,7 +272,7 @@ impl Store {
                 .iter()
                 .find(|(p, _)| p.matches(name))
                 .map(|(_, b)| b.clone())
-                .unwrap_or_else(|| Arc::from(&DEFAULT_BUCKETS[..]));
+                .unwrap_or_else(|| self.default_buckets.clone());
             let sink = self.sink.clone().map(|s| (name.to_string(), s));
             Metric::Histogram(Arc::new(Histogram::with_bounds(bounds, sink)))
         };
@@ -238,15 +284,59 @@ impl Store {
 
     /// Looks up a stat by its full name.
     pub fn get(&self, name: &str) -> Option<Metric> {
-        self.read().get(name).map(|e| e.metric.clone())
+        if let Some(e) = self.read().get(name) {
+            return Some(e.metric.clone());
+        }
+        let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
+        blocks.iter().find_map(|b| b.metric(name))
     }
 
-    /// A point-in-time copy of every stat, sorted by name.
+    /// The block of `layout` under `prefix`, created on first use.
+    pub fn block(&self, prefix: &str, layout: &'static Layout) -> Block {
+        let hash = self.block_hash(prefix, layout);
+        let is = |b: &Block| b.is(prefix, layout);
+        {
+            let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = blocks.find(hash, is) {
+                return b.clone();
+            }
+        }
+        let names = layout.counters.iter().chain(layout.gauges);
+        let tags = names
+            .map(|suffix| {
+                let name = format!("{prefix}{suffix}");
+                self.matcher.accepts(&name).then(|| self.extract(&name))
+            })
+            .collect();
+        let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        match blocks.entry(hash, is, |b| self.block_hash(b.prefix(), b.layout())) {
+            hashbrown::hash_table::Entry::Occupied(o) => o.get().clone(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(Block::new(prefix, layout, tags)).get().clone()
+            }
+        }
+    }
+
+    fn block_hash(&self, prefix: &str, layout: &'static Layout) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher
+            .hash_one((prefix, std::ptr::from_ref(layout) as usize))
+    }
+
+    /// A point-in-time copy of every listed stat, sorted by name.
     pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
-        self.read()
+        let mut all: Vec<(String, Entry)> = self
+            .read()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .collect();
+        let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
+        for b in blocks.iter() {
+            all.extend(b.entries());
+        }
+        drop(blocks);
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
@@ -262,40 +352,44 @@ impl Store {
         if !self.matcher.accepts(name) {
             return metric;
         }
-        let e = self.tags.extract(name);
-        let extracted = {
-            let mut pool = self.interned.lock().unwrap_or_else(|e| e.into_inner());
-            let mut intern = |s: String| -> Arc<str> {
-                if let Some(v) = pool.get(s.as_str()) {
-                    return v.clone();
-                }
-                let v: Arc<str> = Arc::from(s);
-                pool.insert(v.clone());
-                v
-            };
-            let name = intern(e.name);
-            let tags: Vec<(Arc<str>, Arc<str>)> = e
-                .tags
-                .into_iter()
-                .map(|(k, v)| (intern(k), intern(v)))
-                .collect();
-            drop(pool);
-            let mut lists = self.interned_tags.lock().unwrap_or_else(|e| e.into_inner());
-            let tags = match lists.get(tags.as_slice()) {
-                Some(t) => t.clone(),
-                None => {
-                    let t: TagList = Arc::from(tags);
-                    lists.insert(t.clone());
-                    t
-                }
-            };
-            Tags { name, tags }
-        };
+        let extracted = self.extract(name);
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         map.entry(name.to_string())
             .or_insert(Entry { metric, extracted })
             .metric
             .clone()
+    }
+
+    /// The tag-extracted name and tags of `name`, with names, values and whole tag lists
+    /// interned.
+    fn extract(&self, name: &str) -> Tags {
+        let e = self.tags.extract(name);
+        let mut pool = self.interned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut intern = |s: String| -> Arc<str> {
+            if let Some(v) = pool.get(s.as_str()) {
+                return v.clone();
+            }
+            let v: Arc<str> = Arc::from(s);
+            pool.insert(v.clone());
+            v
+        };
+        let name = intern(e.name);
+        let tags: Vec<(Arc<str>, Arc<str>)> = e
+            .tags
+            .into_iter()
+            .map(|(k, v)| (intern(k), intern(v)))
+            .collect();
+        drop(pool);
+        let mut lists = self.interned_tags.lock().unwrap_or_else(|e| e.into_inner());
+        let tags = match lists.get(tags.as_slice()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: TagList = Arc::from(tags);
+                lists.insert(t.clone());
+                t
+            }
+        };
+        Tags { name, tags }
     }
 }
 

@@ -295,8 +295,8 @@ impl ClusterRuntime {
         let set =
             host_set::HostSet::new(next, self.config.healthy_panic_threshold, overprovisioning);
         let (total, healthy) = set.counts();
-        self.stats.membership_total.set(total as i64);
-        self.stats.membership_healthy.set(healthy as i64);
+        self.stats.gauges.membership_total().set(total as i64);
+        self.stats.gauges.membership_healthy().set(healthy as i64);
         self.hosts.store(Arc::new(set));
     }
 
@@ -339,11 +339,11 @@ impl ClusterRuntime {
         let prev = self.open_requests.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.open_requests.fetch_sub(1, Ordering::AcqRel);
-            self.stats.cb_rq_open.set(1);
+            self.stats.gauges.cb_rq_open().set(1);
             return None;
         }
         if prev + 1 >= max {
-            self.stats.cb_rq_open.set(1);
+            self.stats.gauges.cb_rq_open().set(1);
         }
         self.stats.upstream_rq_active.inc();
         Some(RequestGuard {
@@ -402,7 +402,7 @@ impl Drop for RequestGuard {
         let c = &self.cluster;
         let prev = c.open_requests.fetch_sub(1, Ordering::AcqRel);
         if prev <= c.config.thresholds.max_requests {
-            c.stats.cb_rq_open.set(0);
+            c.stats.gauges.cb_rq_open().set(0);
         }
         c.stats.upstream_rq_active.dec();
     }

@@ -116,8 +116,8 @@ impl OriginalDstHosts {
 }
 
 fn set_membership(cluster: &ClusterRuntime, n: usize) {
-    cluster.stats.membership_total.set(n as i64);
-    cluster.stats.membership_healthy.set(n as i64);
+    cluster.stats.gauges.membership_total().set(n as i64);
+    cluster.stats.gauges.membership_healthy().set(n as i64);
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -234,7 +234,7 @@ mod tests {
         drop(via(&conn_a).unwrap());
         drop(via(&conn_b).unwrap());
         assert_eq!(od.hosts().len(), 2);
-        assert_eq!(cluster.stats.membership_total.value(), 2);
+        assert_eq!(cluster.stats.gauges.membership_total().value(), 2);
         // Within the next interval only A is chosen; at the cleanup after it, B is purged.
         std::thread::sleep(Duration::from_millis(60));
         drop(via(&conn_a).unwrap()); // runs the first cleanup: both were used before it
@@ -242,7 +242,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         drop(via(&conn_a).unwrap());
         assert_eq!(od.hosts().len(), 1);
-        assert_eq!(cluster.stats.membership_total.value(), 1);
+        assert_eq!(cluster.stats.gauges.membership_total().value(), 1);
         // A host something still holds is kept.
         let held = via(&conn_b).unwrap();
         std::thread::sleep(Duration::from_millis(60));

@@ -119,7 +119,7 @@ impl Pool {
             if !overflowed {
                 overflowed = true;
                 self.stats.upstream_cx_overflow.inc();
-                self.stats.cb_cx_open.set(1);
+                self.stats.gauges.cb_cx_open().set(1);
             }
             let notified = self.limits.released.notified();
             if let Some(c) = self.pop_idle() {
@@ -148,7 +148,7 @@ impl Pool {
         if waiting >= self.cluster.thresholds.max_pending_requests {
             self.limits.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.upstream_rq_pending_overflow.inc();
-            self.stats.cb_rq_pending_open.set(1);
+            self.stats.gauges.cb_rq_pending_open().set(1);
             return Err(PoolError::PendingOverflow);
         }
         self.stats.upstream_rq_pending_total.inc();
@@ -309,7 +309,7 @@ impl Drop for PendingGuard<'_> {
         let waiting = self.0.limits.pending.fetch_sub(1, Ordering::AcqRel);
         self.0.stats.upstream_rq_pending_active.dec();
         if waiting <= self.0.cluster.thresholds.max_pending_requests {
-            self.0.stats.cb_rq_pending_open.set(0);
+            self.0.stats.gauges.cb_rq_pending_open().set(0);
         }
     }
 }
@@ -327,7 +327,7 @@ impl Drop for CloseGuard {
         self.limits.open.fetch_sub(1, Ordering::AcqRel);
         self.pool_stats.upstream_cx_active.dec();
         self.pool_stats.upstream_cx_destroy.inc();
-        self.pool_stats.cb_cx_open.set(0);
+        self.pool_stats.gauges.cb_cx_open().set(0);
         self.limits.released.notify_one();
     }
 }

@@ -93,23 +93,34 @@ impl TrafficStats {
     }
 }
 
+crate::stat_block! {
+    /// The gauges every cluster has from its creation: membership and circuit breakers.
+    pub struct ClusterGauges {
+        counters {}
+        gauges {
+            /// membership_total
+            membership_total: "membership_total",
+            /// membership_healthy
+            membership_healthy: "membership_healthy",
+            /// circuit_breakers.default.cx_open
+            cb_cx_open: "circuit_breakers.default.cx_open",
+            /// circuit_breakers.default.rq_pending_open
+            cb_rq_pending_open: "circuit_breakers.default.rq_pending_open",
+            /// circuit_breakers.default.rq_open
+            cb_rq_open: "circuit_breakers.default.rq_open",
+        }
+    }
+}
+
 /// The stats of one cluster: its traffic stats (reached through `Deref`, created at once or
 /// on first use), and the membership and circuit-breaker gauges, always created.
 #[derive(Debug)]
 pub struct ClusterStats {
     /// Boxed: a cluster that never sees traffic holds only the pointer's room.
     traffic: std::sync::OnceLock<Box<TrafficStats>>,
-    /// membership_total
-    pub membership_total: Arc<Gauge>,
-    /// membership_healthy
-    pub membership_healthy: Arc<Gauge>,
-    /// circuit_breakers.default.cx_open etc.
-    pub cb_cx_open: Arc<Gauge>,
-    /// circuit_breakers.default.rq_pending_open
-    pub cb_rq_pending_open: Arc<Gauge>,
-    /// circuit_breakers.default.rq_open
-    pub cb_rq_open: Arc<Gauge>,
-    prefix: String,
+    /// Membership and circuit-breaker gauges.
+    pub gauges: ClusterGauges,
+    prefix: Box<str>,
     store: Arc<Store>,
     /// upstream_rq_<code> and upstream_rq_<class>xx counters seen so far (few distinct codes).
     codes: std::sync::RwLock<Vec<CodeCounters>>,
@@ -155,7 +166,6 @@ impl ClusterStats {
     /// their first use.
     pub fn new(store: &Arc<Store>, stat_name: &str, tls: bool, deferred: bool) -> Self {
         let p = format!("cluster.{stat_name}.");
-        let g = |n: &str| store.gauge(&format!("{p}{n}"));
         let traffic = std::sync::OnceLock::new();
         if !deferred {
             let _ = traffic.set(Box::new(TrafficStats::new(store, &p)));
@@ -163,12 +173,8 @@ impl ClusterStats {
         Self {
             traffic,
             ssl: tls.then(|| Box::new(crate::tls::server::TlsStats::new(store, &p))),
-            membership_total: g("membership_total"),
-            membership_healthy: g("membership_healthy"),
-            cb_cx_open: g("circuit_breakers.default.cx_open"),
-            cb_rq_pending_open: g("circuit_breakers.default.rq_pending_open"),
-            cb_rq_open: g("circuit_breakers.default.rq_open"),
-            prefix: p,
+            gauges: ClusterGauges::new(store, &p),
+            prefix: p.into(),
             store: store.clone(),
             codes: Default::default(),
         }

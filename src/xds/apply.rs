@@ -304,9 +304,9 @@ fn install_all(server: &Arc<Server>, valid: Vec<(Decoded, String)>, out: &mut Ou
             Decoded::Endpoint(mut a) => {
                 a.version = version.clone();
                 let stats = SubscriptionStats::new(&server.stats, &format!("cluster.{name}."));
-                stats.update_attempt.inc();
+                stats.update_attempt().inc();
                 if a.endpoints.is_empty() {
-                    stats.update_empty.inc();
+                    stats.update_empty().inc();
                 }
                 stats.accepted(&version);
                 endpoints.push((name.clone(), *a));
@@ -336,7 +336,7 @@ fn install_all(server: &Arc<Server>, valid: Vec<(Decoded, String)>, out: &mut Ou
                     },
                 );
                 if let Some(s) = stats {
-                    s.update_attempt.inc();
+                    s.update_attempt().inc();
                     s.accepted(&version);
                 }
                 out.accepted.push((name, version));

@@ -109,7 +109,7 @@ pub fn start(server: &Arc<Server>) -> watch::Receiver<InitState> {
                 tokio::time::sleep(timeout).await;
                 if !is_done(&init, ty) {
                     tracing::warn!("{}: initial fetch timed out", ty.short());
-                    stats.init_fetch_timeout.inc();
+                    stats.init_fetch_timeout().inc();
                     mark_done(&init, ty);
                 }
             });
@@ -264,12 +264,12 @@ impl XdsStream {
         let mut failures: u32 = 0;
         loop {
             for s in self.stats.values() {
-                s.update_attempt.inc();
+                s.update_attempt().inc();
             }
             let result = self.session(&mut failures).await;
             self.set_connected(0);
             for s in self.stats.values() {
-                s.update_failure.inc();
+                s.update_failure().inc();
             }
             if self.orphaned() {
                 return;
@@ -451,15 +451,15 @@ impl XdsStream {
         let ms = took.as_secs_f64() * 1000.0;
         if let Some(s) = self.stats.get(&ty) {
             s.update_duration.record(ms);
-            s.update_attempt.inc();
+            s.update_attempt().inc();
             if empty {
-                s.update_empty.inc();
+                s.update_empty().inc();
             }
             if outcome.errors.is_empty() {
                 s.accepted(version);
                 self.server.set_xds_version(ty.short(), version);
             } else {
-                s.update_rejected.inc();
+                s.update_rejected().inc();
             }
         }
         if ty == ResourceType::Endpoint {
@@ -481,8 +481,8 @@ impl XdsStream {
                     },
                 };
                 let s = SubscriptionStats::new(&self.server.stats, &prefix);
-                s.update_attempt.inc();
-                s.update_rejected.inc();
+                s.update_attempt().inc();
+                s.update_rejected().inc();
             }
         }
         if let Some(e) = outcome.error_detail() {

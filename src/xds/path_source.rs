@@ -29,12 +29,12 @@ pub async fn watch(
     loop {
         match tokio::fs::read(&path).await {
             Ok(bytes) if last.as_ref() != Some(&bytes) => {
-                stats.update_attempt.inc();
+                stats.update_attempt().inc();
                 match parse(&bytes, &path) {
                     Ok(resp) => {
                         let version = resp.version_info.clone();
                         if resp.resources.is_empty() {
-                            stats.update_empty.inc();
+                            stats.update_empty().inc();
                         }
                         let resources = resp
                             .resources
@@ -53,14 +53,14 @@ pub async fn watch(
                                 server.set_xds_version(ty.short(), &version);
                             }
                             Some(e) => {
-                                stats.update_rejected.inc();
+                                stats.update_rejected().inc();
                                 tracing::warn!("{}: {}: {e}", ty.short(), path.display());
                             }
                         }
                         server.bump_xds_interest();
                     }
                     Err(e) => {
-                        stats.update_rejected.inc();
+                        stats.update_rejected().inc();
                         tracing::warn!("{}: {}: {e}", ty.short(), path.display());
                     }
                 }
@@ -73,7 +73,7 @@ pub async fn watch(
                 if last.is_some() {
                     tracing::warn!("{}: cannot read {}: {e}", ty.short(), path.display());
                 }
-                stats.update_failure.inc();
+                stats.update_failure().inc();
                 last = None;
             }
         }

@@ -72,7 +72,7 @@ pub fn apply(
             Ok((secret, parsed)) => {
                 let name = secret.name.clone();
                 let stats = secret_stats(server, &name);
-                stats.update_attempt.inc();
+                stats.update_attempt().inc();
                 if let Some(slot) = store().find(source, &name) {
                     slot.install(secret, parsed, &r.version);
                     tracing::info!("secret {name:?} updated (version {:?})", r.version);
@@ -83,8 +83,8 @@ pub fn apply(
             Err((name, e)) => {
                 if !name.is_empty() {
                     let stats = secret_stats(server, &name);
-                    stats.update_attempt.inc();
-                    stats.update_rejected.inc();
+                    stats.update_attempt().inc();
+                    stats.update_rejected().inc();
                     out.rejected.push(name.clone());
                 }
                 out.errors.push(format!("sds {name:?}: {e}"));
@@ -155,11 +155,11 @@ async fn watch_files(server: std::sync::Weak<Server>) {
                 None => {}
                 Some(Ok(())) => {
                     tracing::info!("secret {:?} reloaded from its files", slot.name);
-                    secret_stats(&server, &slot.name).update_success.inc();
+                    secret_stats(&server, &slot.name).update_success().inc();
                 }
                 Some(Err(e)) => {
                     tracing::warn!("{e}; the previous value stays");
-                    secret_stats(&server, &slot.name).update_rejected.inc();
+                    secret_stats(&server, &slot.name).update_rejected().inc();
                 }
             }
         }

@@ -5,58 +5,68 @@
 
 use std::sync::Arc;
 
-use crate::stats::{Counter, Gauge, Histogram, Store};
+use crate::stats::{Histogram, Store};
 
-/// One subscription's stats.
+crate::stat_block! {
+    /// One subscription's counters and gauges, in one block.
+    pub struct SubscriptionCounters {
+        counters {
+            /// Responses received (and stream attempts).
+            update_attempt: "update_attempt",
+            /// Responses accepted.
+            update_success: "update_success",
+            /// Responses rejected.
+            update_rejected: "update_rejected",
+            /// Stream failures.
+            update_failure: "update_failure",
+            /// Responses with no resources.
+            update_empty: "update_empty",
+            /// Initial fetches that timed out.
+            init_fetch_timeout: "init_fetch_timeout",
+        }
+        gauges {
+            /// xxHash64 of the accepted version_info.
+            version: "version",
+            /// When the last update was accepted (ms since the epoch).
+            update_time: "update_time",
+        }
+    }
+}
+
+/// One subscription's stats: its counters and gauges (reached through `Deref`) and the
+/// `update_duration` histogram.
 #[derive(Debug, Clone)]
 pub struct SubscriptionStats {
-    /// Responses received (and stream attempts).
-    pub update_attempt: Arc<Counter>,
-    /// Responses accepted.
-    pub update_success: Arc<Counter>,
-    /// Responses rejected.
-    pub update_rejected: Arc<Counter>,
-    /// Stream failures.
-    pub update_failure: Arc<Counter>,
-    /// Responses with no resources.
-    pub update_empty: Arc<Counter>,
-    /// Initial fetches that timed out.
-    pub init_fetch_timeout: Arc<Counter>,
-    /// xxHash64 of the accepted version_info.
-    pub version: Arc<Gauge>,
-    /// When the last update was accepted (ms since the epoch).
-    pub update_time: Arc<Gauge>,
+    counters: SubscriptionCounters,
     /// Time spent applying each update (ms).
     pub update_duration: Arc<Histogram>,
+}
+
+impl std::ops::Deref for SubscriptionStats {
+    type Target = SubscriptionCounters;
+    fn deref(&self) -> &SubscriptionCounters {
+        &self.counters
+    }
 }
 
 impl SubscriptionStats {
     /// Declares the stats under `prefix` (ending in a dot).
     pub fn new(store: &Store, prefix: &str) -> Self {
-        let c = |n: &str| store.counter(&format!("{prefix}{n}"));
-        let g = |n: &str| store.gauge(&format!("{prefix}{n}"));
         Self {
-            update_attempt: c("update_attempt"),
-            update_success: c("update_success"),
-            update_rejected: c("update_rejected"),
-            update_failure: c("update_failure"),
-            update_empty: c("update_empty"),
-            init_fetch_timeout: c("init_fetch_timeout"),
-            version: g("version"),
-            update_time: g("update_time"),
+            counters: SubscriptionCounters::new(store, prefix),
             update_duration: store.histogram(&format!("{prefix}update_duration")),
         }
     }
 
     /// Records an accepted update of `version`.
     pub fn accepted(&self, version: &str) {
-        self.update_success.inc();
-        self.version.set_u64(version_hash(version));
+        self.update_success().inc();
+        self.version().set_u64(version_hash(version));
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        self.update_time.set(ms);
+        self.update_time().set(ms);
     }
 }
 

@@ -1,0 +1,258 @@
+//! Stat blocks: the fixed set of counters and gauges one object has under its prefix (a
+//! cluster's `membership_*` gauges, a subscription's `update_*` stats), with their values in
+//! one allocation. Their full names are built only when the admin API lists them, so ten
+//! thousand clusters do not hold a hundred thousand name strings and map entries.
+//!
+//! A block type is declared with [`stat_block!`](crate::stat_block), which gives it accessors
+//! by stat name, as Envoy's stats structs do.
+
+use std::sync::Arc;
+
+use super::store::{Counter, Entry, Gauge, Metric, Shared, Tags};
+
+/// The stat names of a block type: each is appended to the block's prefix.
+#[derive(Debug)]
+pub struct Layout {
+    /// Counter names, in slot order.
+    pub counters: &'static [&'static str],
+    /// Gauge names, in slot order.
+    pub gauges: &'static [&'static str],
+}
+
+/// One block: a prefix (`cluster.backend.`) and a value per stat of its layout.
+#[derive(Debug)]
+pub(crate) struct BlockData {
+    pub prefix: Box<str>,
+    pub layout: &'static Layout,
+    pub counters: Box<[Counter]>,
+    pub gauges: Box<[Gauge]>,
+    /// Per stat, counters then gauges: its tag-extracted name and tags, or `None` when the
+    /// stats matcher rejects it (it still counts, unlisted, as Envoy's null stats).
+    pub tags: Box<[Option<Tags>]>,
+}
+
+/// A shared handle to a block registered in a [`Store`](super::Store).
+#[derive(Debug, Clone)]
+pub struct Block(pub(crate) Arc<BlockData>);
+
+impl Block {
+    pub(crate) fn new(prefix: &str, layout: &'static Layout, tags: Box<[Option<Tags>]>) -> Self {
+        Block(Arc::new(BlockData {
+            prefix: prefix.into(),
+            layout,
+            counters: layout.counters.iter().map(|_| Counter::default()).collect(),
+            gauges: layout.gauges.iter().map(|_| Gauge::default()).collect(),
+            tags,
+        }))
+    }
+
+    /// The counter in slot `i`.
+    pub fn counter(&self, i: usize) -> &Counter {
+        &self.0.counters[i]
+    }
+
+    /// The gauge in slot `i`.
+    pub fn gauge(&self, i: usize) -> &Gauge {
+        &self.0.gauges[i]
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    pub(crate) fn layout(&self) -> &'static Layout {
+        self.0.layout
+    }
+
+    /// Whether this is the block of `layout` under `prefix`.
+    pub(crate) fn is(&self, prefix: &str, layout: &'static Layout) -> bool {
+        std::ptr::eq(self.0.layout, layout) && *self.0.prefix == *prefix
+    }
+
+    /// The stat of this block with full name `name`, if it has one (listed or not).
+    pub(crate) fn metric(&self, name: &str) -> Option<Metric> {
+        let suffix = name.strip_prefix(&*self.0.prefix)?;
+        let layout = self.0.layout;
+        if let Some(i) = layout.counters.iter().position(|c| *c == suffix) {
+            return Some(Metric::Counter(Shared::Slot(self.clone(), i)));
+        }
+        let i = layout.gauges.iter().position(|g| *g == suffix)?;
+        Some(Metric::Gauge(Shared::Slot(self.clone(), i)))
+    }
+
+    /// The listed stats of the block with their full names (built here, for listing).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (String, Entry)> + '_ {
+        let layout = self.0.layout;
+        let counters = layout
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n, Metric::Counter(Shared::Slot(self.clone(), i))));
+        let gauges = layout
+            .gauges
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n, Metric::Gauge(Shared::Slot(self.clone(), i))));
+        counters
+            .chain(gauges)
+            .zip(self.0.tags.iter())
+            .filter_map(|((suffix, metric), tags)| {
+                let extracted = tags.clone()?;
+                Some((
+                    format!("{}{suffix}", self.0.prefix),
+                    Entry { metric, extracted },
+                ))
+            })
+    }
+}
+
+/// The slot of `name` in `names`, evaluated at compile time by [`stat_block!`]'s accessors.
+pub const fn slot(names: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < names.len() {
+        if same(names[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("the stat is not in the block's layout")
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Declares a block type: a struct holding a [`Block`] with one accessor per stat.
+///
+/// ```ignore
+/// stat_block! {
+///     /// The membership gauges of a cluster.
+///     pub struct Membership {
+///         counters {}
+///         gauges { membership_total: "membership_total" }
+///     }
+/// }
+/// let m = Membership::new(&store, "cluster.backend.");
+/// m.membership_total().set(3);
+/// ```
+#[macro_export]
+macro_rules! stat_block {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            counters { $($(#[$cmeta:meta])* $counter:ident: $cname:literal),* $(,)? }
+            gauges { $($(#[$gmeta:meta])* $gauge:ident: $gname:literal),* $(,)? }
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name($crate::stats::Block);
+
+        #[allow(dead_code)]
+        impl $name {
+            /// The names of this block's stats.
+            pub const LAYOUT: $crate::stats::Layout = $crate::stats::Layout {
+                counters: &[$($cname),*],
+                gauges: &[$($gname),*],
+            };
+
+            /// The block under `prefix` (ending in a dot), created on first use and shared
+            /// by every later caller with the same prefix.
+            pub fn new(store: &$crate::stats::Store, prefix: &str) -> Self {
+                static LAYOUT: $crate::stats::Layout = $name::LAYOUT;
+                Self(store.block(prefix, &LAYOUT))
+            }
+
+            $(
+                $(#[$cmeta])*
+                pub fn $counter(&self) -> &$crate::stats::Counter {
+                    const SLOT: usize = $crate::stats::slot($name::LAYOUT.counters, $cname);
+                    self.0.counter(SLOT)
+                }
+            )*
+            $(
+                $(#[$gmeta])*
+                pub fn $gauge(&self) -> &$crate::stats::Gauge {
+                    const SLOT: usize = $crate::stats::slot($name::LAYOUT.gauges, $gname);
+                    self.0.gauge(SLOT)
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Metric, render_text};
+    use super::super::{Pattern, StatsMatcher, Store, TagProducer, TextQuery, render_prometheus};
+
+    crate::stat_block! {
+        /// A block for the tests.
+        struct Sample {
+            counters { total: "rq_total", failed: "rq_failed" }
+            gauges { active: "cx.active" }
+        }
+    }
+
+    #[test]
+    fn blocks_under_one_prefix_share_their_values() {
+        let store = Store::default();
+        let a = Sample::new(&store, "cluster.backend.");
+        a.total().add(2);
+        Sample::new(&store, "cluster.backend.").total().inc();
+        assert_eq!(a.total().value(), 3);
+        assert_eq!(Sample::new(&store, "cluster.other.").total().value(), 0);
+        match store.get("cluster.backend.rq_total") {
+            Some(Metric::Counter(c)) => assert_eq!(c.value(), 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.get("cluster.backend.rq_missing").is_none());
+    }
+
+    #[test]
+    fn block_stats_are_listed_in_order_with_stats_registered_alone() {
+        let store = Store::default();
+        store.counter("cluster.backend.alone").inc();
+        let b = Sample::new(&store, "cluster.backend.");
+        b.failed().inc();
+        b.active().set(4);
+        let text = render_text(&store, &TextQuery::default());
+        assert_eq!(
+            text,
+            "cluster.backend.alone: 1\ncluster.backend.cx.active: 4\n\
+             cluster.backend.rq_failed: 1\ncluster.backend.rq_total: 0\n"
+        );
+        let used = TextQuery {
+            used_only: true,
+            ..Default::default()
+        };
+        assert!(!render_text(&store, &used).contains("rq_total"));
+        let prom = render_prometheus(&store, false, None);
+        assert!(
+            prom.contains("envoy_cluster_rq_failed{envoy_cluster_name=\"backend\"} 1\n"),
+            "{prom}"
+        );
+    }
+
+    #[test]
+    fn stats_the_matcher_rejects_count_but_are_not_listed() {
+        let matcher = StatsMatcher::new(vec![], vec![Pattern::Suffix("rq_total".into())]);
+        let store = Store::new(TagProducer::default_envoy(), matcher);
+        let b = Sample::new(&store, "cluster.backend.");
+        b.total().inc();
+        assert_eq!(b.total().value(), 1);
+        let text = render_text(&store, &TextQuery::default());
+        assert!(!text.contains("rq_total"), "{text}");
+        assert!(text.contains("cluster.backend.rq_failed: 0"), "{text}");
+    }
+}
