@@ -78,10 +78,11 @@ pub fn apply(
     resources: Vec<Incoming>,
     removed: &[String],
 ) -> Outcome {
-    if matches!(
+    let any_typed = matches!(
         ty,
         ResourceType::Cluster | ResourceType::Listener | ResourceType::Route
-    ) {
+    );
+    if any_typed && !resources.is_empty() {
         // Their filters, transport sockets and extensions are Anys of many types, checked
         // field by field: load the whole API once rather than file by file under a held
         // descriptor (each of which would copy the pool).

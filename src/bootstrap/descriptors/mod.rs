@@ -40,11 +40,24 @@ impl State {
 
     /// Adds the given files, and the files they import, to the pool.
     fn load(&mut self, roots: &[usize]) {
-        for f in self.index.load_order(roots, &self.loaded) {
-            // Imports come first, so each file's references resolve (see above on the bytes).
-            self.pool
-                .decode_file_descriptor_proto(self.index.file(f).bytes)
-                .expect("envoy-types descriptor file decodes");
+        let order = self.index.load_order(roots, &self.loaded);
+        if order.is_empty() {
+            return;
+        }
+        // One `FileDescriptorSet` of just these files, built from their bytes, so the pool
+        // links them in one pass.
+        let mut set = Vec::new();
+        for &f in &order {
+            let bytes = self.index.file(f).bytes;
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut set);
+            prost::encoding::encode_varint(bytes.len() as u64, &mut set);
+            set.extend_from_slice(bytes);
+        }
+        // See above on the bytes: they come from the build, so a failure is a broken build.
+        self.pool
+            .decode_file_descriptor_set(set.as_slice())
+            .expect("envoy-types descriptor files decode");
+        for f in order {
             self.loaded[f] = true;
         }
     }
