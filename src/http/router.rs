@@ -87,7 +87,7 @@ pub async fn forward(
         headers: Some(req.headers()),
     };
     let Some(host) = cluster.choose_host(&ctx) else {
-        cluster.stats.upstream_cx_none_healthy.inc();
+        cluster.stats.upstream_cx_none_healthy().inc();
         return local_reply(
             503,
             "no healthy upstream",
@@ -151,7 +151,7 @@ async fn forward_to(
     let stats = &cluster.stats;
     let host = host.clone();
     let Some(rq_guard) = cluster.try_start_request() else {
-        stats.upstream_rq_pending_overflow.inc();
+        stats.upstream_rq_pending_overflow().inc();
         return reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
     };
     if let HostRewrite::Auto = f.action.host_rewrite
@@ -223,7 +223,7 @@ async fn forward_to(
         .as_ref()
         .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
     let upstream_req = Request::from_parts(parts, body);
-    stats.upstream_rq_total.inc();
+    stats.upstream_rq_total().inc();
     host.active_requests.fetch_add(1, Ordering::Relaxed);
     let guard = StreamGuard {
         _request: rq_guard,
@@ -261,7 +261,7 @@ async fn forward_to(
         Ok(mut resp) => {
             stats.upstream_rq_time.record(elapsed_ms);
             stats.response_code(resp.status().as_u16());
-            stats.upstream_rq_completed.inc();
+            stats.upstream_rq_completed().inc();
             if f.envoy_headers {
                 resp.headers_mut().insert(
                     X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
@@ -295,7 +295,7 @@ async fn forward_to(
             Response::from_parts(parts, body.boxed())
         }
         Err(SendError::Timeout) => {
-            stats.upstream_rq_timeout.inc();
+            stats.upstream_rq_timeout().inc();
             stats.response_code(504);
             local_reply(
                 504,
@@ -326,7 +326,7 @@ async fn forward_to(
             reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow)
         }
         Err(SendError::Pool(e)) => {
-            stats.upstream_rq_pending_failure_eject.inc();
+            stats.upstream_rq_pending_failure_eject().inc();
             stats.response_code(503);
             tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream connect failed: {e}");
             reset_reply(
@@ -336,7 +336,7 @@ async fn forward_to(
             )
         }
         Err(SendError::Reset(e)) => {
-            stats.upstream_rq_rx_reset.inc();
+            stats.upstream_rq_rx_reset().inc();
             stats.response_code(503);
             tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream reset: {e}");
             reset_reply(

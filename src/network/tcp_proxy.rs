@@ -87,7 +87,7 @@ impl TcpProxy {
                 headers: None,
             };
             let Some(host) = cluster.choose_host(&ctx) else {
-                stats.upstream_cx_none_healthy.inc();
+                stats.upstream_cx_none_healthy().inc();
                 info.response_flags.push(ResponseFlag::NoHealthyUpstream);
                 break;
             };
@@ -95,7 +95,7 @@ impl TcpProxy {
             if cluster.limits.open.load(Ordering::Relaxed)
                 >= cluster.config.thresholds.max_connections
             {
-                stats.upstream_cx_overflow.inc();
+                stats.upstream_cx_overflow().inc();
                 info.response_flags.push(ResponseFlag::UpstreamOverflow);
                 break;
             }
@@ -103,8 +103,8 @@ impl TcpProxy {
             stats.count_tls(&result);
             match result {
                 Ok(s) => {
-                    stats.upstream_cx_total.inc();
-                    stats.upstream_cx_active.inc();
+                    stats.upstream_cx_total().inc();
+                    stats.upstream_cx_active().inc();
                     cluster.limits.open.fetch_add(1, Ordering::Relaxed);
                     let facts = s.facts();
                     info.upstream_local_address = facts.local;
@@ -113,9 +113,9 @@ impl TcpProxy {
                     break;
                 }
                 Err(e) => {
-                    stats.upstream_cx_connect_fail.inc();
+                    stats.upstream_cx_connect_fail().inc();
                     if matches!(e, crate::upstream::connect::ConnectError::Timeout) {
-                        stats.upstream_cx_connect_timeout.inc();
+                        stats.upstream_cx_connect_timeout().inc();
                     }
                 }
             }
@@ -141,10 +141,10 @@ impl TcpProxy {
         info.bytes_sent = tx;
         self.downstream_cx_rx_bytes_total.add(rx);
         self.downstream_cx_tx_bytes_total.add(tx);
-        stats.upstream_cx_tx_bytes_total.add(rx);
-        stats.upstream_cx_rx_bytes_total.add(tx);
-        stats.upstream_cx_active.dec();
-        stats.upstream_cx_destroy.inc();
+        stats.upstream_cx_tx_bytes_total().add(rx);
+        stats.upstream_cx_rx_bytes_total().add(tx);
+        stats.upstream_cx_active().dec();
+        stats.upstream_cx_destroy().inc();
         cluster.limits.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

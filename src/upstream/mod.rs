@@ -345,7 +345,7 @@ impl ClusterRuntime {
         if prev + 1 >= max {
             self.stats.gauges.cb_rq_open().set(1);
         }
-        self.stats.upstream_rq_active.inc();
+        self.stats.upstream_rq_active().inc();
         Some(RequestGuard {
             cluster: self.clone(),
         })
@@ -404,7 +404,7 @@ impl Drop for RequestGuard {
         if prev <= c.config.thresholds.max_requests {
             c.stats.gauges.cb_rq_open().set(0);
         }
-        c.stats.upstream_rq_active.dec();
+        c.stats.upstream_rq_active().dec();
     }
 }
 
@@ -849,7 +849,7 @@ impl ClusterManagerInner {
                 let Some(pool) = h.pool.get() else { continue };
                 let closed = pool.close_idle();
                 if closed > 0 {
-                    c.stats.upstream_cx_idle_timeout.add(closed as u64);
+                    c.stats.upstream_cx_idle_timeout().add(closed as u64);
                 }
             }
         }

@@ -118,7 +118,7 @@ impl Pool {
             }
             if !overflowed {
                 overflowed = true;
-                self.stats.upstream_cx_overflow.inc();
+                self.stats.upstream_cx_overflow().inc();
                 self.stats.gauges.cb_cx_open().set(1);
             }
             let notified = self.limits.released.notified();
@@ -147,12 +147,12 @@ impl Pool {
         let waiting = self.limits.pending.fetch_add(1, Ordering::AcqRel);
         if waiting >= self.cluster.thresholds.max_pending_requests {
             self.limits.pending.fetch_sub(1, Ordering::AcqRel);
-            self.stats.upstream_rq_pending_overflow.inc();
+            self.stats.upstream_rq_pending_overflow().inc();
             self.stats.gauges.cb_rq_pending_open().set(1);
             return Err(PoolError::PendingOverflow);
         }
-        self.stats.upstream_rq_pending_total.inc();
-        self.stats.upstream_rq_pending_active.inc();
+        self.stats.upstream_rq_pending_total().inc();
+        self.stats.upstream_rq_pending_active().inc();
         Ok(PendingGuard(self))
     }
 
@@ -193,7 +193,7 @@ impl Pool {
         }
         let _pending = self.enter_pending()?;
         if self.limits.open.load(Ordering::Acquire) >= self.cluster.thresholds.max_connections {
-            self.stats.upstream_cx_overflow.inc();
+            self.stats.upstream_cx_overflow().inc();
         }
         let stream = self.open_stream().await?;
         let facts = stream.facts();
@@ -212,7 +212,7 @@ impl Pool {
                 return Err(PoolError::Handshake(e));
             }
         };
-        self.stats.upstream_cx_http2_total.inc();
+        self.stats.upstream_cx_http2_total().inc();
         let guard = CloseGuard {
             pool_stats: self.stats.clone(),
             limits: self.limits.clone(),
@@ -257,7 +257,7 @@ impl Pool {
 
     async fn open_h1(&self) -> Result<Conn, PoolError> {
         let stream = self.open_stream().await?;
-        self.stats.upstream_cx_http1_total.inc();
+        self.stats.upstream_cx_http1_total().inc();
         let close = CloseGuard {
             pool_stats: self.stats.clone(),
             limits: self.limits.clone(),
@@ -277,16 +277,16 @@ impl Pool {
         self.stats.count_tls(&result);
         match result {
             Ok(s) => {
-                self.stats.upstream_cx_total.inc();
-                self.stats.upstream_cx_active.inc();
+                self.stats.upstream_cx_total().inc();
+                self.stats.upstream_cx_active().inc();
                 Ok(s)
             }
             Err(e) => {
                 self.limits.open.fetch_sub(1, Ordering::AcqRel);
                 self.limits.released.notify_one();
-                self.stats.upstream_cx_connect_fail.inc();
+                self.stats.upstream_cx_connect_fail().inc();
                 if matches!(e, ConnectError::Timeout) {
-                    self.stats.upstream_cx_connect_timeout.inc();
+                    self.stats.upstream_cx_connect_timeout().inc();
                 }
                 Err(e.into())
             }
@@ -295,8 +295,8 @@ impl Pool {
 
     fn connection_closed(&self) {
         self.limits.open.fetch_sub(1, Ordering::AcqRel);
-        self.stats.upstream_cx_active.dec();
-        self.stats.upstream_cx_destroy.inc();
+        self.stats.upstream_cx_active().dec();
+        self.stats.upstream_cx_destroy().inc();
         self.limits.released.notify_one();
     }
 }
@@ -307,7 +307,7 @@ struct PendingGuard<'a>(&'a Pool);
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let waiting = self.0.limits.pending.fetch_sub(1, Ordering::AcqRel);
-        self.0.stats.upstream_rq_pending_active.dec();
+        self.0.stats.upstream_rq_pending_active().dec();
         if waiting <= self.0.cluster.thresholds.max_pending_requests {
             self.0.stats.gauges.cb_rq_pending_open().set(0);
         }
@@ -325,8 +325,8 @@ pub struct CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         self.limits.open.fetch_sub(1, Ordering::AcqRel);
-        self.pool_stats.upstream_cx_active.dec();
-        self.pool_stats.upstream_cx_destroy.inc();
+        self.pool_stats.upstream_cx_active().dec();
+        self.pool_stats.upstream_cx_destroy().inc();
         self.pool_stats.gauges.cb_cx_open().set(0);
         self.limits.released.notify_one();
     }

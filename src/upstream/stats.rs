@@ -2,93 +2,88 @@
 
 use std::sync::Arc;
 
-use crate::stats::{Counter, Gauge, Histogram, Store};
+use crate::stats::{Counter, Histogram, Store};
 
 /// The `upstream_rq_<code>` and `upstream_rq_<class>xx` counters of one status code.
 type CodeCounters = (u16, Arc<Counter>, Arc<Counter>);
 
-/// The traffic stats of one cluster (`upstream_cx_*`, `upstream_rq_*`): with
-/// `deferred_stat_options.enable_deferred_creation_stats` they are created when the cluster
-/// first sees traffic, as Envoy defers its cluster traffic stats, so the clusters a sidecar
-/// never calls cost no stats.
+crate::stat_block! {
+    /// The traffic counters and gauges of one cluster (`upstream_cx_*`, `upstream_rq_*`).
+    pub struct TrafficCounters {
+        counters {
+            /// upstream_cx_total
+            upstream_cx_total: "upstream_cx_total",
+            /// upstream_cx_http1_total
+            upstream_cx_http1_total: "upstream_cx_http1_total",
+            /// upstream_cx_http2_total
+            upstream_cx_http2_total: "upstream_cx_http2_total",
+            /// upstream_cx_connect_fail
+            upstream_cx_connect_fail: "upstream_cx_connect_fail",
+            /// upstream_cx_connect_timeout
+            upstream_cx_connect_timeout: "upstream_cx_connect_timeout",
+            /// upstream_cx_overflow
+            upstream_cx_overflow: "upstream_cx_overflow",
+            /// upstream_cx_destroy
+            upstream_cx_destroy: "upstream_cx_destroy",
+            /// upstream_cx_rx_bytes_total
+            upstream_cx_rx_bytes_total: "upstream_cx_rx_bytes_total",
+            /// upstream_cx_tx_bytes_total
+            upstream_cx_tx_bytes_total: "upstream_cx_tx_bytes_total",
+            /// upstream_cx_idle_timeout
+            upstream_cx_idle_timeout: "upstream_cx_idle_timeout",
+            /// upstream_cx_none_healthy
+            upstream_cx_none_healthy: "upstream_cx_none_healthy",
+            /// upstream_rq_total
+            upstream_rq_total: "upstream_rq_total",
+            /// upstream_rq_pending_total
+            upstream_rq_pending_total: "upstream_rq_pending_total",
+            /// upstream_rq_pending_overflow
+            upstream_rq_pending_overflow: "upstream_rq_pending_overflow",
+            /// upstream_rq_pending_failure_eject
+            upstream_rq_pending_failure_eject: "upstream_rq_pending_failure_eject",
+            /// upstream_rq_timeout
+            upstream_rq_timeout: "upstream_rq_timeout",
+            /// upstream_rq_completed
+            upstream_rq_completed: "upstream_rq_completed",
+            /// upstream_rq_rx_reset
+            upstream_rq_rx_reset: "upstream_rq_rx_reset",
+            /// upstream_rq_tx_reset
+            upstream_rq_tx_reset: "upstream_rq_tx_reset",
+        }
+        gauges {
+            /// upstream_cx_active
+            upstream_cx_active: "upstream_cx_active",
+            /// upstream_rq_active
+            upstream_rq_active: "upstream_rq_active",
+            /// upstream_rq_pending_active
+            upstream_rq_pending_active: "upstream_rq_pending_active",
+        }
+    }
+}
+
+/// The traffic stats of one cluster: its counters and gauges (reached through `Deref`) and
+/// the `upstream_rq_time` histogram. With `deferred_stat_options.enable_deferred_creation_stats`
+/// they are created when the cluster first sees traffic, as Envoy defers its cluster traffic
+/// stats, so the clusters a sidecar never calls cost no stats.
 #[derive(Debug)]
 pub struct TrafficStats {
-    /// upstream_cx_total
-    pub upstream_cx_total: Arc<Counter>,
-    /// upstream_cx_active
-    pub upstream_cx_active: Arc<Gauge>,
-    /// upstream_cx_http1_total
-    pub upstream_cx_http1_total: Arc<Counter>,
-    /// upstream_cx_http2_total
-    pub upstream_cx_http2_total: Arc<Counter>,
-    /// upstream_cx_connect_fail
-    pub upstream_cx_connect_fail: Arc<Counter>,
-    /// upstream_cx_connect_timeout
-    pub upstream_cx_connect_timeout: Arc<Counter>,
-    /// upstream_cx_overflow
-    pub upstream_cx_overflow: Arc<Counter>,
-    /// upstream_cx_destroy
-    pub upstream_cx_destroy: Arc<Counter>,
-    /// upstream_cx_rx_bytes_total
-    pub upstream_cx_rx_bytes_total: Arc<Counter>,
-    /// upstream_cx_tx_bytes_total
-    pub upstream_cx_tx_bytes_total: Arc<Counter>,
-    /// upstream_cx_idle_timeout
-    pub upstream_cx_idle_timeout: Arc<Counter>,
-    /// upstream_cx_none_healthy
-    pub upstream_cx_none_healthy: Arc<Counter>,
-    /// upstream_rq_total
-    pub upstream_rq_total: Arc<Counter>,
-    /// upstream_rq_active
-    pub upstream_rq_active: Arc<Gauge>,
-    /// upstream_rq_pending_total
-    pub upstream_rq_pending_total: Arc<Counter>,
-    /// upstream_rq_pending_active
-    pub upstream_rq_pending_active: Arc<Gauge>,
-    /// upstream_rq_pending_overflow
-    pub upstream_rq_pending_overflow: Arc<Counter>,
-    /// upstream_rq_pending_failure_eject
-    pub upstream_rq_pending_failure_eject: Arc<Counter>,
-    /// upstream_rq_timeout
-    pub upstream_rq_timeout: Arc<Counter>,
-    /// upstream_rq_completed
-    pub upstream_rq_completed: Arc<Counter>,
+    counters: TrafficCounters,
     /// upstream_rq_time
     pub upstream_rq_time: Arc<Histogram>,
-    /// upstream_rq_rx_reset
-    pub upstream_rq_rx_reset: Arc<Counter>,
-    /// upstream_rq_tx_reset
-    pub upstream_rq_tx_reset: Arc<Counter>,
+}
+
+impl std::ops::Deref for TrafficStats {
+    type Target = TrafficCounters;
+    fn deref(&self) -> &TrafficCounters {
+        &self.counters
+    }
 }
 
 impl TrafficStats {
     fn new(store: &Store, p: &str) -> Self {
-        let c = |n: &str| store.counter(&format!("{p}{n}"));
-        let g = |n: &str| store.gauge(&format!("{p}{n}"));
         Self {
-            upstream_cx_total: c("upstream_cx_total"),
-            upstream_cx_active: g("upstream_cx_active"),
-            upstream_cx_http1_total: c("upstream_cx_http1_total"),
-            upstream_cx_http2_total: c("upstream_cx_http2_total"),
-            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
-            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
-            upstream_cx_overflow: c("upstream_cx_overflow"),
-            upstream_cx_destroy: c("upstream_cx_destroy"),
-            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
-            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
-            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
-            upstream_cx_idle_timeout: c("upstream_cx_idle_timeout"),
-            upstream_rq_total: c("upstream_rq_total"),
-            upstream_rq_active: g("upstream_rq_active"),
-            upstream_rq_pending_total: c("upstream_rq_pending_total"),
-            upstream_rq_pending_active: g("upstream_rq_pending_active"),
-            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
-            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
-            upstream_rq_timeout: c("upstream_rq_timeout"),
-            upstream_rq_completed: c("upstream_rq_completed"),
+            counters: TrafficCounters::new(store, p),
             upstream_rq_time: store.histogram(&format!("{p}upstream_rq_time")),
-            upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
-            upstream_rq_tx_reset: c("upstream_rq_tx_reset"),
         }
     }
 }

@@ -333,7 +333,7 @@ impl XdsStream {
         let path = http::uri::PathAndQuery::from_static(self.spec.path);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         if let Some(c) = self.server.clusters.get(&self.spec.source.cluster) {
-            c.stats.upstream_rq_total.inc();
+            c.stats.upstream_rq_total().inc();
         }
         let mut inbound = grpc
             .streaming(tonic::Request::new(out), path, codec)

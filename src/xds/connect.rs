@@ -49,7 +49,7 @@ pub async fn channel(server: &Server, source: &ApiSource) -> Result<Channel, Str
             match connect(&target, &config, tls.as_deref(), None).await {
                 Ok(io) => Ok(TokioIo::new(Accounted::new(io, stats))),
                 Err(e) => {
-                    stats.upstream_cx_connect_fail.inc();
+                    stats.upstream_cx_connect_fail().inc();
                     Err(std::io::Error::other(e))
                 }
             }
@@ -69,17 +69,17 @@ struct Accounted {
 
 impl Accounted {
     fn new(io: UpstreamStream, stats: Arc<ClusterStats>) -> Self {
-        stats.upstream_cx_total.inc();
-        stats.upstream_cx_http2_total.inc();
-        stats.upstream_cx_active.inc();
+        stats.upstream_cx_total().inc();
+        stats.upstream_cx_http2_total().inc();
+        stats.upstream_cx_active().inc();
         Accounted { io, stats }
     }
 }
 
 impl Drop for Accounted {
     fn drop(&mut self) {
-        self.stats.upstream_cx_active.dec();
-        self.stats.upstream_cx_destroy.inc();
+        self.stats.upstream_cx_active().dec();
+        self.stats.upstream_cx_destroy().inc();
     }
 }
 
@@ -92,7 +92,7 @@ impl AsyncRead for Accounted {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        self.stats.upstream_cx_rx_bytes_total.add(n as u64);
+        self.stats.upstream_cx_rx_bytes_total().add(n as u64);
         r
     }
 }
@@ -105,7 +105,7 @@ impl AsyncWrite for Accounted {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.stats.upstream_cx_tx_bytes_total.add(n as u64);
+            self.stats.upstream_cx_tx_bytes_total().add(n as u64);
         }
         r
     }

@@ -97,7 +97,7 @@ impl Conn {
             cx,
             &mut self.read_buf
         ))?;
-        self.stats.upstream_cx_rx_bytes_total.add(n as u64);
+        self.stats.upstream_cx_rx_bytes_total().add(n as u64);
         Poll::Ready(Ok(n))
     }
 
@@ -108,7 +108,7 @@ impl Conn {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.stats.upstream_cx_tx_bytes_total.add(n as u64);
+            self.stats.upstream_cx_tx_bytes_total().add(n as u64);
             consume(&mut self.write_buf, n);
         }
         Poll::Ready(Ok(()))
