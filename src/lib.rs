@@ -13,6 +13,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod config;
 pub mod http;
+pub mod http1;
 pub mod iptables;
 pub mod listener;
 pub mod network;

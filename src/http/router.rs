@@ -522,7 +522,8 @@ impl hyper::body::Body for RequestBody {
             this.state.done.store(true, Ordering::Release);
         }
         if let std::task::Poll::Ready(Some(Err(e))) = &r
-            && e.downcast_ref::<http1::decode::DecodeError>().is_some()
+            && e.downcast_ref::<crate::http1::decode::DecodeError>()
+                .is_some()
         {
             this.state.malformed.store(true, Ordering::Release);
         }

@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 
 use crate::http::BoxError;
+use crate::http1::decode::{BodyDecoder, Decoded};
 use crate::listener::stream::DownstreamStream;
-use crate::upstream::http1::decode::{BodyDecoder, Decoded};
 
 /// The socket and what was read from it but not parsed yet.
 #[derive(Debug)]

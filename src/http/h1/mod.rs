@@ -26,9 +26,9 @@ use self::body::{Io, RequestBody, Shared, lock};
 use self::request::{HeadError, RequestHead};
 use self::response::{BodyFraming, Persistence};
 use super::{Body, DownstreamBody};
+use crate::http1::decode::{BodyDecoder, Framing};
+use crate::http1::encode;
 use crate::listener::stream::DownstreamStream;
-use crate::upstream::http1::decode::{BodyDecoder, Framing};
-use crate::upstream::http1::encode;
 
 /// A Content-Length value: 1 to 19 decimal digits (so it fits in a u64), nothing else.
 fn decimal(digits: &[u8]) -> Option<u64> {
@@ -208,7 +208,7 @@ fn write_all(
         if n == 0 {
             return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
-        crate::upstream::http1::consume(buf, n);
+        crate::http1::consume(buf, n);
     }
     Poll::Ready(Ok(()))
 }

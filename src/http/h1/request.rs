@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Uri, Version};
 
-use crate::upstream::http1::decode::{
+use crate::http1::decode::{
     Framing, MAX_HEADERS, REQUEST_HEADROOM, connection_has, header_map, keeps_alive, record_spans,
 };
 

@@ -128,7 +128,7 @@ pub fn head(
 
 /// Whether the response asks to close the connection (`connection: close`).
 pub fn asks_close(headers: &HeaderMap) -> bool {
-    crate::upstream::http1::decode::connection_has(headers, b"close")
+    crate::http1::decode::connection_has(headers, b"close")
 }
 
 #[cfg(test)]

@@ -7,26 +7,24 @@
 //! Upgrades (WebSocket and the like) hand the connection's socket to hyper instead
 //! (`Conn::into_upgradable`), which relays the bytes after a 101.
 
-pub mod decode;
-pub mod encode;
-
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
-use self::decode::{BodyDecoder, DecodeError, Decoded};
-use self::encode::BodyFraming;
 use super::connect::UpstreamStream;
 use super::pool::{CloseGuard, Pool, UpstreamBody};
 use super::stats::ClusterStats;
 use crate::http::BoxError;
+use crate::http1::consume;
+use crate::http1::decode::{self, BodyDecoder, DecodeError, Decoded};
+use crate::http1::encode::{self, BodyFraming};
 
 /// Largest response head accepted: Envoy's default max_response_headers_kb (60 KiB).
 pub const MAX_RESPONSE_HEAD: usize = 60 * 1024;
@@ -128,17 +126,6 @@ impl Conn {
             drop(_close);
         });
         Ok(super::pool::H1Conn { sender, facts })
-    }
-}
-
-/// Drops the first `n` written bytes of `buf`. A buffer written whole is cleared, which keeps
-/// its whole allocation for the next message (advancing would give up the written part of it
-/// and, message after message, make `reserve` reallocate).
-pub fn consume(buf: &mut BytesMut, n: usize) {
-    if n >= buf.len() {
-        buf.clear();
-    } else {
-        buf.advance(n);
     }
 }
 
