@@ -1,5 +1,7 @@
-//! The stat registry. Stats are created once (at config time) and updated lock-free on the
-//! data path through the `Arc` handles it returns.
+//! The stat registry. Stats are created once (at config time, or on first use) and updated
+//! lock-free on the data path through the handles it returns: an `Arc` per stat registered
+//! alone, or a [`Block`] holding one object's fixed set of stats. A block's names belong to
+//! it; the same name registered alone as well would be listed twice.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -282,7 +284,8 @@ impl Store {
         }
     }
 
-    /// Looks up a stat by its full name.
+    /// Looks up a stat by its full name (a block's stat by a scan of the blocks: for tests and
+    /// tools, not the data path).
     pub fn get(&self, name: &str) -> Option<Metric> {
         if let Some(e) = self.read().get(name) {
             return Some(e.metric.clone());

@@ -1,5 +1,5 @@
 //! An index of a serialized `FileDescriptorSet`, read straight from its wire bytes: each file's
-//! name, imports, top-level type names and bytes. It lets the pool decode only the files (and
+//! imports, top-level type names and bytes. It lets the pool decode only the files (and
 //! their imports) that the config at hand names, instead of all of Envoy's API.
 
 use std::collections::HashMap;
@@ -26,7 +26,8 @@ pub struct Index {
 
 /// A field of a message on the wire, as far as this index needs to read it.
 enum Value {
-    Varint,
+    /// A varint or fixed-width number (skipped).
+    Scalar,
     Bytes(&'static [u8]),
 }
 
@@ -47,7 +48,7 @@ fn read_field(buf: &mut &'static [u8]) -> Result<(u32, Value), prost::DecodeErro
     let value = match wire {
         WireType::Varint => {
             decode_varint(buf)?;
-            Value::Varint
+            Value::Scalar
         }
         WireType::LengthDelimited => {
             let len = usize::try_from(decode_varint(buf)?)
@@ -65,7 +66,7 @@ fn read_field(buf: &mut &'static [u8]) -> Result<(u32, Value), prost::DecodeErro
                 return Err(prost::DecodeError::new("fixed field past the end"));
             }
             buf.advance(len);
-            Value::Varint
+            Value::Scalar
         }
         WireType::StartGroup | WireType::EndGroup => {
             return Err(prost::DecodeError::new(
