@@ -22,15 +22,21 @@ pub struct Io {
     pub stream: DownstreamStream,
     /// Bytes read ahead: the rest of a head, body bytes, or a pipelined request.
     pub read_buf: BytesMut,
+    /// How much room each read gets.
+    pub read_size: crate::http1::ReadSize,
 }
 
 impl Io {
     /// Reads more into the buffer; 0 means the peer closed.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < 1024 {
-            self.read_buf.reserve(8 * 1024);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+        let room = self.read_size.prepare(&mut self.read_buf);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            &mut self.read_buf
+        ))?;
+        self.read_size.record(room, n);
+        Poll::Ready(Ok(n))
     }
 }
 

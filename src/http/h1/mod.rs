@@ -227,9 +227,11 @@ where
 {
     let mut io = Io {
         stream,
-        read_buf: BytesMut::with_capacity(8 * 1024),
+        read_buf: BytesMut::with_capacity(crate::http1::INITIAL_READ),
+        read_size: Default::default(),
     };
-    let mut write_buf = BytesMut::with_capacity(8 * 1024);
+    // A small response's head and body go out in one write from here; larger bodies grow it.
+    let mut write_buf = BytesMut::with_capacity(4 * 1024);
     loop {
         let head = match read_head(&mut io, &settings, &shutdown).await {
             Ok(Some(head)) => head,

@@ -54,6 +54,8 @@ pub enum ExchangeError {
 pub struct Conn {
     io: UpstreamStream,
     read_buf: BytesMut,
+    /// How much room each read gets.
+    read_size: crate::http1::ReadSize,
     write_buf: BytesMut,
     stats: Arc<ClusterStats>,
     /// Its local address and the upstream's identity.
@@ -72,6 +74,7 @@ impl Conn {
             facts: io.facts(),
             io,
             read_buf: BytesMut::new(),
+            read_size: Default::default(),
             write_buf: BytesMut::new(),
             stats,
             requests: 0,
@@ -87,14 +90,13 @@ impl Conn {
 
     /// Reads more of the response into the buffer; 0 means the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < 1024 {
-            self.read_buf.reserve(8 * 1024);
-        }
+        let room = self.read_size.prepare(&mut self.read_buf);
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
             cx,
             &mut self.read_buf
         ))?;
+        self.read_size.record(room, n);
         self.stats.upstream_cx_rx_bytes_total().add(n as u64);
         Poll::Ready(Ok(n))
     }
