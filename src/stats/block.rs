@@ -27,7 +27,8 @@ pub(crate) struct BlockData {
     pub counters: Box<[Counter]>,
     pub gauges: Box<[Gauge]>,
     /// Per stat, counters then gauges: its tag-extracted name and tags, or `None` when the
-    /// stats matcher rejects it (it still counts, unlisted, as Envoy's null stats).
+    /// stats matcher rejects it (it still counts, unlisted, as Envoy's null stats). Empty
+    /// when the matcher rejects them all.
     pub tags: Box<[Option<Tags>]>,
 }
 
@@ -254,5 +255,21 @@ mod tests {
         let text = render_text(&store, &TextQuery::default());
         assert!(!text.contains("rq_total"), "{text}");
         assert!(text.contains("cluster.backend.rq_failed: 0"), "{text}");
+    }
+
+    #[test]
+    fn a_block_the_matcher_rejects_whole_counts_and_lists_nothing() {
+        let matcher = StatsMatcher::new(vec![], vec![Pattern::Prefix("cluster.".into())]);
+        let store = Store::new(TagProducer::default_envoy(), matcher);
+        let b = Sample::new(&store, "cluster.backend.");
+        b.total().add(5);
+        b.active().set(2);
+        assert_eq!(Sample::new(&store, "cluster.backend.").total().value(), 5);
+        assert_eq!(render_text(&store, &TextQuery::default()), "");
+        assert_eq!(render_prometheus(&store, false, None), "");
+        match store.get("cluster.backend.cx.active") {
+            Some(Metric::Gauge(g)) => assert_eq!(g.value(), 2),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -305,12 +305,17 @@ impl Store {
             }
         }
         let names = layout.counters.iter().chain(layout.gauges);
-        let tags = names
+        let mut tags: Box<[Option<Tags>]> = names
             .map(|suffix| {
                 let name = format!("{prefix}{suffix}");
                 self.matcher.accepts(&name).then(|| self.extract(&name))
             })
             .collect();
+        if tags.iter().all(Option::is_none) {
+            // Nothing of it is listed (Istio's stats matcher keeps no per-cluster stats): no
+            // room for tags at all.
+            tags = Box::new([]);
+        }
         let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
         match blocks.entry(hash, is, |b| self.block_hash(b.prefix(), b.layout())) {
             hashbrown::hash_table::Entry::Occupied(o) => o.get().clone(),
