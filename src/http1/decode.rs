@@ -61,6 +61,13 @@ pub fn header_map(
     Ok(headers)
 }
 
+/// Splits up to `left` body bytes off the front of `buf`; returns them and how many of
+/// `left` are still to come.
+fn take(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let n = left.min(buf.len() as u64);
+    (buf.split_to(n as usize).freeze(), left - n)
+}
+
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -311,12 +318,11 @@ impl BodyDecoder {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
-                    let n = left.min(buf.len() as u64) as usize;
-                    let data = buf.split_to(n).freeze();
-                    *self = if left == n as u64 {
+                    let (data, left) = take(buf, left);
+                    *self = if left == 0 {
                         BodyDecoder::Done
                     } else {
-                        BodyDecoder::Length(left - n as u64)
+                        BodyDecoder::Length(left)
                     };
                     return Ok(Decoded::Data(data));
                 }
@@ -345,12 +351,11 @@ impl BodyDecoder {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
-                    let n = left.min(buf.len() as u64) as usize;
-                    let data = buf.split_to(n).freeze();
-                    *self = BodyDecoder::Chunked(if left == n as u64 {
+                    let (data, left) = take(buf, left);
+                    *self = BodyDecoder::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
-                        Chunk::Data(left - n as u64)
+                        Chunk::Data(left)
                     });
                     return Ok(Decoded::Data(data));
                 }

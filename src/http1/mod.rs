@@ -7,7 +7,11 @@
 pub mod decode;
 pub mod encode;
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, BytesMut};
+use tokio::io::AsyncRead;
 
 /// The room a connection's first read gets: a request head, or a small response, fits.
 pub const INITIAL_READ: usize = 4 * 1024;
@@ -42,6 +46,20 @@ impl ReadSize {
             buf.reserve(self.next);
         }
         buf.capacity() - buf.len()
+    }
+
+    /// Reads from `io` into `buf`, with room made and the step adjusted; 0 means the peer
+    /// closed.
+    pub fn poll_read<R: AsyncRead>(
+        &mut self,
+        io: Pin<&mut R>,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<usize>> {
+        let room = self.prepare(buf);
+        let n = ready!(tokio_util::io::poll_read_buf(io, cx, buf))?;
+        self.record(room, n);
+        Poll::Ready(Ok(n))
     }
 
     /// Adjusts the step after a read of `n` bytes into `room` bytes of spare room.

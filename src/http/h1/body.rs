@@ -29,14 +29,8 @@ pub struct Io {
 impl Io {
     /// Reads more into the buffer; 0 means the peer closed.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let room = self.read_size.prepare(&mut self.read_buf);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.stream),
-            cx,
-            &mut self.read_buf
-        ))?;
-        self.read_size.record(room, n);
-        Poll::Ready(Ok(n))
+        self.read_size
+            .poll_read(Pin::new(&mut self.stream), cx, &mut self.read_buf)
     }
 }
 

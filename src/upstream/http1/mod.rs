@@ -90,13 +90,10 @@ impl Conn {
 
     /// Reads more of the response into the buffer; 0 means the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let room = self.read_size.prepare(&mut self.read_buf);
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.read_buf
-        ))?;
-        self.read_size.record(room, n);
+        let n = ready!(
+            self.read_size
+                .poll_read(Pin::new(&mut self.io), cx, &mut self.read_buf)
+        )?;
         self.stats.upstream_cx_rx_bytes_total().add(n as u64);
         Poll::Ready(Ok(n))
     }
