@@ -3,63 +3,12 @@
 //! chunked encoding with trailers. Pure: bytes in, frames out.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
-/// Most headers a head may carry (Envoy's default `max_headers_count`).
-pub const MAX_HEADERS: usize = 100;
+use super::headers::{self, Hop, MAX_HEADERS, RESPONSE_HEADROOM, record_spans};
+
 /// Longest chunk-size line accepted (hex digits plus extensions).
 const MAX_CHUNK_LINE: usize = 4096;
-
-/// Room left in a parsed request's header map for the headers the proxy adds on the way
-/// upstream (x-forwarded-proto, x-request-id, x-envoy-expected-rq-timeout-ms, ...).
-///
-/// A header map holds up to 6 headers in an allocation under 1 KiB (glibc's per-thread cache
-/// serves those quickly); the next size up costs several times more to allocate, and growing a
-/// full map costs a rehash. The room is sized for the common case: a request of a few headers
-/// gets its additions without growing, a response (`RESPONSE_HEADROOM`) its
-/// x-envoy-upstream-service-time.
-pub const REQUEST_HEADROOM: usize = 4;
-
-/// Room left in a parsed response's header map (see `REQUEST_HEADROOM`).
-pub const RESPONSE_HEADROOM: usize = 1;
-
-/// Where one header's name and value lie in a head's bytes: name start and end, value start
-/// and end.
-pub type Span = (u32, u32, u32, u32);
-
-/// Notes where each of `headers` (parsed from `buf`) lies, into the caller's `spans` (on its
-/// stack: no allocation per message), so the map can be built once the head is split off the
-/// buffer. Returns how many were noted.
-pub fn record_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) -> usize {
-    let base = buf.as_ptr() as usize;
-    let mut len = 0;
-    for (slot, h) in spans.iter_mut().zip(headers) {
-        let n = (h.name.as_ptr() as usize - base) as u32;
-        let v = (h.value.as_ptr() as usize - base) as u32;
-        *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
-        len += 1;
-    }
-    len
-}
-
-/// The header map of a head whose headers lie at `spans` in `head`: values share the head's
-/// bytes; names are interned when standard. `headroom`: room for that many more headers.
-pub fn header_map(
-    head: &Bytes,
-    spans: &[Span],
-    headroom: usize,
-) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + headroom);
-    for &(n0, n1, v0, v1) in spans {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| "invalid header value")?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
 
 /// Splits up to `left` body bytes off the front of `buf`; returns them and how many of
 /// `left` are still to come.
@@ -161,10 +110,10 @@ pub fn parse_head(
         let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
         let n = record_spans(buf, parsed.headers, &mut spans);
         let head_bytes = buf.split_to(len).freeze();
-        let headers =
-            header_map(&head_bytes, &spans[..n], RESPONSE_HEADROOM).map_err(DecodeError::Head)?;
-        let framing = framing(status, &headers, head_request)?;
-        let keep_alive = framing != Framing::UntilClose && keeps_alive(version, &headers);
+        let (headers, hop) = headers::read(&head_bytes, &spans[..n], RESPONSE_HEADROOM)
+            .map_err(DecodeError::Head)?;
+        let framing = framing(status, &hop, head_request)?;
+        let keep_alive = framing != Framing::UntilClose && hop.keeps_alive(version);
         return Ok(Some(Head {
             status,
             version,
@@ -178,71 +127,27 @@ pub fn parse_head(
 /// RFC 9112 section 6.3, as Envoy applies it: a response with both Transfer-Encoding and
 /// Content-Length is refused, as is a Content-Length that does not parse or repeats with
 /// different values.
-fn framing(
-    status: StatusCode,
-    headers: &HeaderMap,
-    head_request: bool,
-) -> Result<Framing, DecodeError> {
+fn framing(status: StatusCode, hop: &Hop, head_request: bool) -> Result<Framing, DecodeError> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        if headers.contains_key(CONTENT_LENGTH) {
+    if let Some(chunked) = hop.chunked {
+        if hop.length != Ok(None) {
             return Err(DecodeError::Framing(
                 "both transfer-encoding and content-length",
             ));
         }
-        let chunked = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked {
             Framing::Chunked
         } else {
             Framing::UntilClose
         });
     }
-    let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().unwrap_or("x").split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(DecodeError::Framing("content-length is not a number"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| DecodeError::Framing("content-length is too large"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(DecodeError::Framing("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match hop.length.map_err(DecodeError::Framing)? {
         Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
     })
-}
-
-/// Whether a `Connection` header of `headers` lists `token` (case-insensitive).
-pub fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
-}
-
-/// HTTP/1.1 keeps the connection unless `connection: close`; HTTP/1.0 only with
-/// `connection: keep-alive`. The same for requests and responses.
-pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    if version == Version::HTTP_10 {
-        connection_has(headers, b"keep-alive")
-    } else {
-        !connection_has(headers, b"close")
-    }
 }
 
 /// One step of body decoding.

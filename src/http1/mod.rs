@@ -1,11 +1,13 @@
 //! HTTP/1.1 message pieces both directions share: heads' headers (zero-copy spans over the
-//! read buffer), body framing and decoding (Content-Length, chunked with trailers), request
-//! heads and chunk encoding, and the `Connection` rules. Pure: bytes in, bytes or frames out.
+//! read buffer, with the connection-level headers read by the codec and kept out of the map),
+//! body framing and decoding (Content-Length, chunked with trailers), request heads and chunk
+//! encoding. Pure: bytes in, bytes or frames out.
 //! The connections that use them are `http::h1` (downstream, the server side) and
 //! `upstream::http1` (the client side).
 
 pub mod decode;
 pub mod encode;
+pub mod headers;
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

@@ -30,14 +30,6 @@ use crate::http1::decode::{BodyDecoder, Framing};
 use crate::http1::encode;
 use crate::listener::stream::DownstreamStream;
 
-/// A Content-Length value: 1 to 19 decimal digits (so it fits in a u64), nothing else.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
 /// A graceful close asked of a connection: it closes when idle, or after the response in
 /// progress (which says `connection: close`).
 #[derive(Debug, Default)]

@@ -3,12 +3,10 @@
 //! requests), and whether the connection stays open afterwards. Pure: bytes in, a head out.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, Method, Uri, Version};
+use http::{Method, Uri, Version};
 
-use crate::http1::decode::{
-    Framing, MAX_HEADERS, REQUEST_HEADROOM, connection_has, header_map, keeps_alive, record_spans,
-};
+use crate::http1::decode::Framing;
+use crate::http1::headers::{self, Hop, MAX_HEADERS, REQUEST_HEADROOM, record_spans};
 
 /// Why a request head was refused; the connection answers with `status` and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -86,15 +84,11 @@ pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHe
     // Origin, absolute, authority (CONNECT) and asterisk (OPTIONS *) forms all parse as URIs.
     let uri = Uri::from_maybe_shared(head_bytes.slice(target_range))
         .map_err(|_| bad("invalid request target"))?;
-    let headers = header_map(&head_bytes, &spans[..n], REQUEST_HEADROOM).map_err(bad)?;
-    let framing = framing(&headers)?;
-    let keep_alive = keeps_alive(version, &headers);
-    let expect_continue = version == Version::HTTP_11
-        && headers
-            .get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade = method == Method::CONNECT
-        || (headers.contains_key(UPGRADE) && connection_has(&headers, b"upgrade"));
+    let (headers, hop) = headers::read(&head_bytes, &spans[..n], REQUEST_HEADROOM).map_err(bad)?;
+    let framing = framing(&hop)?;
+    let keep_alive = hop.keeps_alive(version);
+    let expect_continue = version == Version::HTTP_11 && hop.expect_continue;
+    let upgrade = method == Method::CONNECT || hop.upgrade;
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -127,36 +121,21 @@ fn offset(base: usize, part: &[u8]) -> std::ops::Range<usize> {
 /// cannot be delimited and is refused), else Content-Length, else no body. Both headers
 /// together, or a Content-Length that does not parse or repeats with different values, are
 /// refused, as Envoy does.
-fn framing(headers: &HeaderMap) -> Result<Framing, HeadError> {
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        if headers.contains_key(CONTENT_LENGTH) {
+fn framing(hop: &Hop) -> Result<Framing, HeadError> {
+    if let Some(chunked) = hop.chunked {
+        if hop.length != Ok(None) {
             return Err(bad("both transfer-encoding and content-length"));
         }
-        let chunked = last
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return if chunked {
             Ok(Framing::Chunked)
         } else {
             Err(bad("transfer-encoding does not end in chunked"))
         };
     }
-    let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = super::decimal(part.trim_ascii()).ok_or(bad("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
+    match hop.length.map_err(bad)? {
+        None | Some(0) => Ok(Framing::Empty),
+        Some(n) => Ok(Framing::Length(n)),
     }
-    Ok(match length {
-        None | Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-    })
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     if values.next().is_some() {
         return None;
     }
-    super::decimal(v.as_bytes())
+    crate::http1::headers::decimal(v.as_bytes())
 }
 
 /// Writes the status line and headers. The framing header is written from `framing` (any
@@ -128,7 +128,7 @@ pub fn head(
 
 /// Whether the response asks to close the connection (`connection: close`).
 pub fn asks_close(headers: &HeaderMap) -> bool {
-    crate::http1::decode::connection_has(headers, b"close")
+    crate::http1::headers::connection_has(headers, b"close")
 }
 
 #[cfg(test)]
