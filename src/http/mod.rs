@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod compressor;
 pub mod conn_manager;
+pub mod deadline;
 pub mod h1;
 pub mod headers;
 pub mod local_reply;

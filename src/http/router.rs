@@ -10,13 +10,14 @@ use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::deadline::{self, Deadlines, Expired};
 use super::local_reply::{ResponseFlag, local_reply};
 use super::stream_log::{BytesReceived, UpstreamInfo};
 use super::{Body, BoxError, DownstreamBody};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterSpecifier, HostRewrite, RouteAction, WeightedCluster};
 use crate::upstream::http1;
-use crate::upstream::pool::{PoolError, UpstreamBody};
+use crate::upstream::pool::{Pool, PoolError, UpstreamBody};
 use crate::upstream::{ClusterManager, ClusterRuntime, Host, RequestGuard};
 
 static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
@@ -231,30 +232,27 @@ async fn forward_to(
     };
     let started = Instant::now();
     let pool = host.pool_for(cluster, sni.as_deref());
-    let exchange = send(
+    let exchange = std::pin::pin!(send(
         &pool,
         upstream_req,
         use_h2,
         f.upgrade,
-        (f.action.timeout, f.idle_timeout),
-        f.upstream_info,
+        f.upstream_info
+    ));
+    let deadlines = Deadlines::new(
+        started,
+        f.action.timeout,
+        f.idle_timeout,
+        f.request_deadline,
     );
     // request_timeout: the whole request must reach the upstream in time, unless the response
     // starts first.
-    let request_timer = async {
-        match f.request_deadline {
-            Some(deadline) => {
-                tokio::time::sleep_until(deadline.into()).await;
-                if request.as_ref().is_none_or(|r| r.done()) {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        r = exchange => r,
-        _ = request_timer => Err(SendError::RequestTimeout),
+    let request_done = || request.as_ref().is_none_or(|r| r.done());
+    let result = match deadline::bounded(exchange, deadlines, request_done).await {
+        Ok(r) => r,
+        Err(Expired::Route) => Err(SendError::Timeout),
+        Err(Expired::Idle) => Err(SendError::Idle),
+        Err(Expired::Request) => Err(SendError::RequestTimeout),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -377,59 +375,92 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Sends one request over a pooled connection, waiting for response headers at most the
-/// route timeout and the stream idle timeout, whichever is shorter.
-async fn send(
-    pool: &Arc<crate::upstream::pool::Pool>,
+/// Sends one request over a pooled connection and waits for the response head: over HTTP/2,
+/// over an HTTP/1.1 connection hyper serves (a request that may upgrade), or over the inline
+/// HTTP/1.1 exchange. Each way is its own future, so the common one is not sized by the others.
+fn send<'a>(
+    pool: &'a Arc<Pool>,
     req: Request<UpstreamBody>,
     h2: bool,
     upgrade: bool,
-    (timeout, idle): (Option<Duration>, Option<Duration>),
+    report_local: bool,
+) -> impl Future<Output = Result<Response<UpstreamResponse>, SendError>> + Send + 'a {
+    use futures_util::future::Either;
+    if h2 {
+        Either::Left(send_h2(pool, req, report_local))
+    } else if upgrade {
+        Either::Right(Either::Left(send_upgradable(pool, req, report_local)))
+    } else {
+        Either::Right(Either::Right(send_h1(pool, req, report_local)))
+    }
+}
+
+async fn send_h2(
+    pool: &Arc<Pool>,
+    req: Request<UpstreamBody>,
     report_local: bool,
 ) -> Result<Response<UpstreamResponse>, SendError> {
-    let fut = async {
-        let (mut resp, facts) = if h2 {
-            let (mut sender, facts) = pool.acquire_h2().await.map_err(SendError::Pool)?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Hyper), facts)
-        } else if upgrade {
-            let mut conn = pool.acquire_upgradable().await.map_err(SendError::Pool)?;
-            let resp = conn
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Hyper), conn.facts)
-        } else {
-            let conn = pool.acquire_h1().await.map_err(SendError::Pool)?;
-            let facts = if report_local {
-                conn.facts.clone()
-            } else {
-                Default::default()
-            };
-            let resp = http1::send(conn, pool.clone(), req)
-                .await
-                .map_err(|e| SendError::Reset(e.into()))?;
-            (resp.map(UpstreamResponse::Http1), facts)
-        };
-        if report_local {
-            resp.extensions_mut().insert(UpstreamLocal(facts));
-        }
-        Ok(resp)
+    let (mut sender, facts) = pool.acquire_h2().await.map_err(SendError::Pool)?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Reset(e.into()))?;
+    Ok(with_facts(
+        resp.map(UpstreamResponse::Hyper),
+        report_local,
+        facts,
+    ))
+}
+
+async fn send_upgradable(
+    pool: &Arc<Pool>,
+    req: Request<UpstreamBody>,
+    report_local: bool,
+) -> Result<Response<UpstreamResponse>, SendError> {
+    let mut conn = pool.acquire_upgradable().await.map_err(SendError::Pool)?;
+    let resp = conn
+        .sender
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Reset(e.into()))?;
+    Ok(with_facts(
+        resp.map(UpstreamResponse::Hyper),
+        report_local,
+        conn.facts,
+    ))
+}
+
+async fn send_h1(
+    pool: &Arc<Pool>,
+    req: Request<UpstreamBody>,
+    report_local: bool,
+) -> Result<Response<UpstreamResponse>, SendError> {
+    let conn = pool.acquire_h1().await.map_err(SendError::Pool)?;
+    let facts = if report_local {
+        conn.facts.clone()
+    } else {
+        Default::default()
     };
-    let (limit, err) = match (timeout, idle) {
-        (Some(t), Some(i)) if i < t => (Some(i), SendError::Idle),
-        (Some(t), _) => (Some(t), SendError::Timeout),
-        (None, Some(i)) => (Some(i), SendError::Idle),
-        (None, None) => (None, SendError::Timeout),
-    };
-    match limit {
-        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or(Err(err)),
-        None => fut.await,
+    let resp = http1::send(conn, pool.clone(), req)
+        .await
+        .map_err(|e| SendError::Reset(e.into()))?;
+    Ok(with_facts(
+        resp.map(UpstreamResponse::Http1),
+        report_local,
+        facts,
+    ))
+}
+
+/// Notes the upstream connection's facts on the response, when access logs need them.
+fn with_facts<B>(
+    mut resp: Response<B>,
+    report_local: bool,
+    facts: crate::upstream::connect::ConnFacts,
+) -> Response<B> {
+    if report_local {
+        resp.extensions_mut().insert(UpstreamLocal(facts));
     }
+    resp
 }
 
 /// An upstream response body: from hyper (HTTP/2, upgrades) or from an inline HTTP/1.1

@@ -135,9 +135,8 @@ impl Pool {
     /// An HTTP/1.1 connection for a request that may upgrade: a pooled or new one, handed to
     /// hyper, which relays the bytes after a 101.
     pub async fn acquire_upgradable(&self) -> Result<H1Conn, PoolError> {
-        self.acquire_h1()
-            .await?
-            .into_upgradable()
+        let conn = self.acquire_h1().await?;
+        Box::pin(conn.into_upgradable())
             .await
             .map_err(PoolError::Handshake)
     }
@@ -205,7 +204,7 @@ impl Pool {
         if let Some(w) = self.cluster.http2_initial_connection_window_size {
             builder.initial_connection_window_size(w);
         }
-        let (sender, conn) = match builder.handshake(TokioIo::new(stream)).await {
+        let (sender, conn) = match Box::pin(builder.handshake(TokioIo::new(stream))).await {
             Ok(v) => v,
             Err(e) => {
                 self.connection_closed();
@@ -267,12 +266,14 @@ impl Pool {
 
     async fn open_stream(&self) -> Result<super::connect::UpstreamStream, PoolError> {
         self.limits.open.fetch_add(1, Ordering::AcqRel);
-        let result = connect(
+        // Boxed: connecting (and the TLS handshake) is rare next to reusing a connection, and
+        // kept inline its state would size every request's future.
+        let result = Box::pin(connect(
             &self.target,
             &self.cluster,
             self.tls.as_deref(),
             self.sni.as_ref(),
-        )
+        ))
         .await;
         self.stats.count_tls(&result);
         match result {

@@ -7,6 +7,7 @@
 //! Upgrades (WebSocket and the like) hand the connection's socket to hyper instead
 //! (`Conn::into_upgradable`), which relays the bytes after a 101.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -193,37 +194,22 @@ impl Exchange {
     fn request_done(&self) -> bool {
         self.body.is_none() && self.conn.write_buf.is_empty()
     }
-}
 
-/// Sends `req` on `conn` and waits for the response head. The response body reads the rest
-/// and returns the connection to `pool` when the exchange ended cleanly.
-pub async fn send(
-    mut conn: Conn,
-    pool: Arc<Pool>,
-    req: Request<UpstreamBody>,
-) -> Result<Response<ResponseBody>, ExchangeError> {
-    let (parts, body) = req.into_parts();
-    let head_request = parts.method == Method::HEAD;
-    let ended = body.is_end_stream();
-    let framing = encode::body_framing(&parts.method, ended, body.size_hint().exact());
-    conn.write_buf.clear();
-    encode::head(&parts, framing, &mut conn.write_buf);
-    let mut ex = Exchange {
-        conn,
-        body: (framing != BodyFraming::None && framing != BodyFraming::Length(0)).then_some(body),
-        framing,
-        sent: 0,
-    };
-    let mut write_error = None;
-    let head = std::future::poll_fn(|cx| {
+    /// Writes the request and reads until the response head is whole. A write that fails is
+    /// noted in `write_error`: the upstream may have answered before it stopped reading, so
+    /// the response is still read (and the connection not reused).
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+        write_error: &mut Option<io::Error>,
+    ) -> Poll<Result<decode::Head, ExchangeError>> {
         if write_error.is_none() {
-            match ex.poll_write_request(cx) {
+            match self.poll_write_request(cx) {
                 Poll::Ready(Err(ExchangeError::Io(e))) => {
-                    // The upstream may have answered before it stopped reading: the response
-                    // is still read; the connection is not reused.
-                    ex.body = None;
-                    ex.conn.write_buf.clear();
-                    write_error = Some(e);
+                    self.body = None;
+                    self.conn.write_buf.clear();
+                    *write_error = Some(e);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 _ => {}
@@ -231,33 +217,62 @@ pub async fn send(
         }
         loop {
             if let Some(head) =
-                decode::parse_head(&mut ex.conn.read_buf, head_request, MAX_RESPONSE_HEAD)?
+                decode::parse_head(&mut self.conn.read_buf, head_request, MAX_RESPONSE_HEAD)?
             {
                 return Poll::Ready(Ok(head));
             }
-            if ready!(ex.conn.poll_fill(cx))? == 0 {
+            if ready!(self.conn.poll_fill(cx))? == 0 {
                 return Poll::Ready(Err(match write_error.take() {
                     Some(e) => ExchangeError::Io(e),
                     None => ExchangeError::Closed,
                 }));
             }
         }
-    })
-    .await?;
-    let mut resp = Response::new(());
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
-    let mut body = ResponseBody {
-        decoder: BodyDecoder::new(head.framing),
-        keep_alive: head.keep_alive && write_error.is_none(),
-        exchange: Some(ex),
-        pool,
-    };
-    if body.decoder.is_done() {
-        body.finish();
     }
-    Ok(resp.map(|()| body))
+}
+
+/// Sends `req` on `conn` and waits for the response head. The response body reads the rest
+/// and returns the connection to `pool` when the exchange ended cleanly.
+///
+/// The head is encoded before the future is made, so the future holds only the exchange, not
+/// the request and the connection besides.
+pub fn send(
+    mut conn: Conn,
+    pool: Arc<Pool>,
+    req: Request<UpstreamBody>,
+) -> impl Future<Output = Result<Response<ResponseBody>, ExchangeError>> + Send {
+    let (parts, body) = req.into_parts();
+    let head_request = parts.method == Method::HEAD;
+    let ended = body.is_end_stream();
+    let framing = encode::body_framing(&parts.method, ended, body.size_hint().exact());
+    conn.write_buf.clear();
+    encode::head(&parts, framing, &mut conn.write_buf);
+    drop(parts);
+    let mut ex = Exchange {
+        conn,
+        body: (framing != BodyFraming::None && framing != BodyFraming::Length(0)).then_some(body),
+        framing,
+        sent: 0,
+    };
+    async move {
+        let mut write_error = None;
+        let head =
+            std::future::poll_fn(|cx| ex.poll_head(cx, head_request, &mut write_error)).await?;
+        let mut resp = Response::new(());
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        let mut body = ResponseBody {
+            decoder: BodyDecoder::new(head.framing),
+            keep_alive: head.keep_alive && write_error.is_none(),
+            exchange: Some(ex),
+            pool,
+        };
+        if body.decoder.is_done() {
+            body.finish();
+        }
+        Ok(resp.map(|()| body))
+    }
 }
 
 /// The response body, read from the connection as it is polled. While it is read, the rest
