@@ -21,7 +21,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct Decision {
     /// The request came from an internal address.
     pub internal: bool,
-    /// The x-request-id the request carries now.
+    /// The x-request-id the request carries now, when `always_set_request_id_in_response`
+    /// needs it for the response.
     pub request_id: Option<HeaderValue>,
 }
 
@@ -113,8 +114,42 @@ pub fn mutate_request(
     }
     Decision {
         internal,
-        request_id: headers.get(&XRID).cloned(),
+        request_id: if cfg.always_set_request_id_in_response {
+            headers.get(&XRID).cloned()
+        } else {
+            None
+        },
     }
+}
+
+/// `n` as a header value. Values under 1000 (most upstream service times, in milliseconds)
+/// come from a table made on first use, whose bytes are static: the common case allocates
+/// nothing.
+pub fn number_value(n: u64) -> HeaderValue {
+    const CACHED: u64 = 1000;
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    if n >= CACHED {
+        return HeaderValue::from(n);
+    }
+    let table = TABLE.get_or_init(|| {
+        // One string of every number, kept for the life of the process.
+        let digits: &'static str = Box::leak(
+            (0..CACHED)
+                .map(|i| i.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut at = 0;
+        (0..CACHED)
+            .map(|i| {
+                let len = i.checked_ilog10().unwrap_or(0) as usize + 1;
+                let v = HeaderValue::from_static(&digits[at..at + len]);
+                at += len;
+                v
+            })
+            .collect()
+    });
+    table[n as usize].clone()
 }
 
 /// Which of the headers `mutate_request` may remove are present, from one pass over the names
@@ -266,6 +301,13 @@ mod tests {
         assert_eq!(xff_client(&h, 0), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(xff_client(&h, 1), Some("1.2.3.4".parse().unwrap()));
         assert_eq!(xff_client(&h, 2), None);
+    }
+
+    #[test]
+    fn number_values_cached_and_not() {
+        for n in [0, 7, 10, 99, 100, 999, 1000, 123_456] {
+            assert_eq!(number_value(n), n.to_string().as_str(), "{n}");
+        }
     }
 
     #[test]

@@ -263,7 +263,7 @@ async fn forward_to(
             if f.envoy_headers {
                 resp.headers_mut().insert(
                     X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-                    HeaderValue::from(elapsed_ms as u64),
+                    super::headers::number_value(elapsed_ms as u64),
                 );
             }
             if let Some(down) = on_upgrade

@@ -408,7 +408,10 @@ impl Drop for RequestGuard {
     }
 }
 
-type ClusterMap = HashMap<Arc<str>, Arc<ClusterRuntime>>;
+/// Clusters by name, looked up on every request: hashed with foldhash (randomly seeded),
+/// several times cheaper than SipHash for short names. The keys come from config; a request
+/// only looks one up.
+type ClusterMap = HashMap<Arc<str>, Arc<ClusterRuntime>, foldhash::fast::RandomState>;
 
 /// Why CDS could not apply a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -564,15 +567,15 @@ impl ClusterManagerInner {
             warming_clusters: store.gauge("cluster_manager.warming_clusters"),
         };
         let cm = Self {
-            active: ArcSwap::from_pointee(HashMap::new()),
-            warming: Mutex::new(HashMap::new()),
+            active: ArcSwap::from_pointee(ClusterMap::default()),
+            warming: Mutex::new(ClusterMap::default()),
             write: Mutex::new(()),
             assignments: Mutex::new(HashMap::new()),
             store: store.clone(),
             stats,
             changed: Arc::new(tokio::sync::Notify::new()),
         };
-        let mut map = HashMap::new();
+        let mut map = ClusterMap::default();
         for c in clusters {
             let rt = ClusterRuntime::new(c.clone(), store, false, "");
             start_discovery(&rt);
