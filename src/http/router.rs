@@ -76,41 +76,47 @@ pub fn choose_cluster<'a>(
     }
 }
 
-/// Forwards `req` to `cluster` and returns the upstream's response or a local reply.
-pub async fn forward(
-    f: &Forward<'_>,
-    cluster: &Arc<ClusterRuntime>,
+/// Forwards `req` to `cluster` and returns the upstream's response or a local reply. The host
+/// is chosen before the future is made, so a request with no healthy host gets its reply
+/// without one.
+pub fn forward<'a>(
+    f: &'a Forward<'a>,
+    cluster: &'a Arc<ClusterRuntime>,
     req: Request<DownstreamBody>,
     downstream_version: Version,
-) -> Response<Body> {
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    use futures_util::future::Either;
     let ctx = crate::upstream::LbContext {
         downstream: Some(f.downstream),
         headers: Some(req.headers()),
     };
-    let Some(host) = cluster.choose_host(&ctx) else {
-        cluster.stats.upstream_cx_none_healthy().inc();
-        return local_reply(
-            503,
-            "no healthy upstream",
-            f.grpc,
-            Some(ResponseFlag::NoHealthyUpstream),
-        );
-    };
-    let mut resp = forward_to(f, cluster, &host, req, downstream_version).await;
-    if f.upstream_info {
-        let facts = resp
-            .extensions_mut()
-            .remove::<UpstreamLocal>()
-            .map(|l| l.0)
-            .unwrap_or_default();
-        resp.extensions_mut().insert(UpstreamInfo {
-            host: host.to_string(),
-            cluster: cluster.config.name.clone(),
-            local_address: facts.local,
-            peer_uri_san: facts.peer_uri_san,
-        });
+    match cluster.choose_host(&ctx) {
+        Some(host) => Either::Left(forward_to(f, cluster, host, req, downstream_version)),
+        None => {
+            cluster.stats.upstream_cx_none_healthy().inc();
+            Either::Right(std::future::ready(local_reply(
+                503,
+                "no healthy upstream",
+                f.grpc,
+                Some(ResponseFlag::NoHealthyUpstream),
+            )))
+        }
     }
-    resp
+}
+
+/// What access logs print of the upstream a response came from.
+fn note_upstream(resp: &mut Response<Body>, cluster: &ClusterRuntime, host: &Host) {
+    let facts = resp
+        .extensions_mut()
+        .remove::<UpstreamLocal>()
+        .map(|l| l.0)
+        .unwrap_or_default();
+    resp.extensions_mut().insert(UpstreamInfo {
+        host: host.to_string(),
+        cluster: cluster.config.name.clone(),
+        local_address: facts.local,
+        peer_uri_san: facts.peer_uri_san,
+    });
 }
 
 /// The SNI auto_sni takes from a request: the host (without port) of its `override_auto_sni_header`
@@ -145,205 +151,210 @@ struct UpstreamLocal(crate::upstream::connect::ConnFacts);
 async fn forward_to(
     f: &Forward<'_>,
     cluster: &Arc<ClusterRuntime>,
-    host: &Arc<Host>,
+    host: Arc<Host>,
     mut req: Request<DownstreamBody>,
     downstream_version: Version,
 ) -> Response<Body> {
     let stats = &cluster.stats;
-    let host = host.clone();
-    let Some(rq_guard) = cluster.try_start_request() else {
-        stats.upstream_rq_pending_overflow().inc();
-        return reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
-    };
-    if let HostRewrite::Auto = f.action.host_rewrite
-        && !host.hostname.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&host.hostname)
-    {
-        req.headers_mut().insert(http::header::HOST, v);
-    }
-    if f.attempt_count {
-        req.headers_mut()
-            .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
-    }
-    // Tells the upstream how long the router waits for it, as Envoy's router does.
-    if f.envoy_headers
-        && let Some(t) = &f.action.timeout_ms_header
-    {
-        req.headers_mut()
-            .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), t.clone());
-    }
-    let use_h2 = match cluster.config.protocol {
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::Http2 => true,
-        UpstreamProtocol::UseDownstream => downstream_version == Version::HTTP_2,
-    } && !f.upgrade;
-    let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    if use_h2 {
-        let authority = super::authority(&parts.headers, &parts.uri);
-        parts.version = Version::HTTP_2;
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_bytes())
-            .path_and_query(path)
-            .build()
-            .unwrap_or_default();
-        parts.headers.remove(http::header::HOST);
-    } else {
-        parts.version = Version::HTTP_11;
-        if !parts.headers.contains_key(http::header::HOST) {
-            let authority = super::authority(&parts.headers, &parts.uri);
-            parts.headers.insert(http::header::HOST, authority);
-        }
-        // Origin form upstream: the path and query only.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            parts.uri = Uri::from(path);
-        }
-    }
-    // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
-    // allocation for the boxed body.
-    let (body, request) = if hyper::body::Body::is_end_stream(&body) {
-        (super::empty_body(), None)
-    } else {
-        let state = Arc::new(RequestState::default());
-        let body = RequestBody {
-            received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
-            inner: body,
-            state: state.clone(),
+    let mut resp = 'exchange: {
+        let Some(rq_guard) = cluster.try_start_request() else {
+            stats.upstream_rq_pending_overflow().inc();
+            break 'exchange reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
         };
-        (body.boxed(), Some(state))
-    };
-    let sni = cluster
-        .config
-        .auto_sni
-        .as_ref()
-        .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
-    let upstream_req = Request::from_parts(parts, body);
-    stats.upstream_rq_total().inc();
-    host.active_requests.fetch_add(1, Ordering::Relaxed);
-    let guard = StreamGuard {
-        _request: rq_guard,
-        host: host.clone(),
-    };
-    let started = Instant::now();
-    let pool = host.pool_for(cluster, sni.as_deref());
-    let exchange = std::pin::pin!(send(
-        &pool,
-        upstream_req,
-        use_h2,
-        f.upgrade,
-        f.upstream_info
-    ));
-    let deadlines = Deadlines::new(
-        started,
-        f.action.timeout,
-        f.idle_timeout,
-        f.request_deadline,
-    );
-    // request_timeout: the whole request must reach the upstream in time, unless the response
-    // starts first.
-    let request_done = || request.as_ref().is_none_or(|r| r.done());
-    let result = match deadline::bounded(exchange, deadlines, request_done).await {
-        Ok(r) => r,
-        Err(Expired::Route) => Err(SendError::Timeout),
-        Err(Expired::Idle) => Err(SendError::Idle),
-        Err(Expired::Request) => Err(SendError::RequestTimeout),
-    };
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(mut resp) => {
-            stats.upstream_rq_time.record(elapsed_ms);
-            stats.response_code(resp.status().as_u16());
-            stats.upstream_rq_completed().inc();
-            if f.envoy_headers {
-                resp.headers_mut().insert(
-                    X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-                    super::headers::number_value(elapsed_ms as u64),
-                );
+        if let HostRewrite::Auto = f.action.host_rewrite
+            && !host.hostname.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&host.hostname)
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+        if f.attempt_count {
+            req.headers_mut()
+                .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
+        }
+        // Tells the upstream how long the router waits for it, as Envoy's router does.
+        if f.envoy_headers
+            && let Some(t) = &f.action.timeout_ms_header
+        {
+            req.headers_mut()
+                .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), t.clone());
+        }
+        let use_h2 = match cluster.config.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::UseDownstream => downstream_version == Version::HTTP_2,
+        } && !f.upgrade;
+        let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        if use_h2 {
+            let authority = super::authority(&parts.headers, &parts.uri);
+            parts.version = Version::HTTP_2;
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority.as_bytes())
+                .path_and_query(path)
+                .build()
+                .unwrap_or_default();
+            parts.headers.remove(http::header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            if !parts.headers.contains_key(http::header::HOST) {
+                let authority = super::authority(&parts.headers, &parts.uri);
+                parts.headers.insert(http::header::HOST, authority);
             }
-            if let Some(down) = on_upgrade
-                && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
-            {
-                let up = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    if let (Ok(d), Ok(u)) = (down.await, up.await) {
-                        let mut d = hyper_util::rt::TokioIo::new(d);
-                        let mut u = hyper_util::rt::TokioIo::new(u);
-                        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
-                    }
-                });
-                let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, super::empty_body());
+            // Origin form upstream: the path and query only.
+            if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+                parts.uri = Uri::from(path);
             }
-            let (mut parts, body) = resp.into_parts();
-            super::headers::strip_hop_by_hop(&mut parts.headers, false);
-            let mut body = StreamBody {
+        }
+        // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
+        // allocation for the boxed body.
+        let (body, request) = if hyper::body::Body::is_end_stream(&body) {
+            (super::empty_body(), None)
+        } else {
+            let state = Arc::new(RequestState::default());
+            let body = RequestBody {
+                received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
                 inner: body,
-                guard: Some(guard),
-                idle: f.idle_timeout,
-                idle_timer: None,
+                state: state.clone(),
             };
-            body.finish_if_ended();
-            Response::from_parts(parts, body.boxed())
-        }
-        Err(SendError::Timeout) => {
-            stats.upstream_rq_timeout().inc();
-            stats.response_code(504);
-            local_reply(
-                504,
-                "upstream request timeout",
+            (body.boxed(), Some(state))
+        };
+        let sni = cluster
+            .config
+            .auto_sni
+            .as_ref()
+            .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
+        let upstream_req = Request::from_parts(parts, body);
+        stats.upstream_rq_total().inc();
+        host.active_requests.fetch_add(1, Ordering::Relaxed);
+        let guard = StreamGuard {
+            _request: rq_guard,
+            host: host.clone(),
+        };
+        let started = Instant::now();
+        let pool = host.pool_for(cluster, sni.as_deref());
+        let exchange = std::pin::pin!(send(
+            &pool,
+            upstream_req,
+            use_h2,
+            f.upgrade,
+            f.upstream_info
+        ));
+        let deadlines = Deadlines::new(
+            started,
+            f.action.timeout,
+            f.idle_timeout,
+            f.request_deadline,
+        );
+        // request_timeout: the whole request must reach the upstream in time, unless the response
+        // starts first.
+        let request_done = || request.as_ref().is_none_or(|r| r.done());
+        let result = match deadline::bounded(exchange, deadlines, request_done).await {
+            Ok(r) => r,
+            Err(Expired::Route) => Err(SendError::Timeout),
+            Err(Expired::Idle) => Err(SendError::Idle),
+            Err(Expired::Request) => Err(SendError::RequestTimeout),
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(mut resp) => {
+                stats.upstream_rq_time.record(elapsed_ms);
+                stats.response_code(resp.status().as_u16());
+                stats.upstream_rq_completed().inc();
+                if f.envoy_headers {
+                    resp.headers_mut().insert(
+                        X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+                        super::headers::number_value(elapsed_ms as u64),
+                    );
+                }
+                if let Some(down) = on_upgrade
+                    && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    let up = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        if let (Ok(d), Ok(u)) = (down.await, up.await) {
+                            let mut d = hyper_util::rt::TokioIo::new(d);
+                            let mut u = hyper_util::rt::TokioIo::new(u);
+                            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                        }
+                    });
+                    let (parts, _) = resp.into_parts();
+                    break 'exchange Response::from_parts(parts, super::empty_body());
+                }
+                let (mut parts, body) = resp.into_parts();
+                super::headers::strip_hop_by_hop(&mut parts.headers, false);
+                let mut body = StreamBody {
+                    inner: body,
+                    guard: Some(guard),
+                    idle: f.idle_timeout,
+                    idle_timer: None,
+                };
+                body.finish_if_ended();
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(SendError::Timeout) => {
+                stats.upstream_rq_timeout().inc();
+                stats.response_code(504);
+                local_reply(
+                    504,
+                    "upstream request timeout",
+                    f.grpc,
+                    Some(ResponseFlag::UpstreamRequestTimeout),
+                )
+            }
+            // The request failed because the client's body broke HTTP/1.1 framing: Envoy's codec
+            // answers that with 400, not as an upstream failure.
+            Err(SendError::Reset(_)) if request.as_ref().is_some_and(|r| r.malformed()) => {
+                local_reply(400, "", f.grpc, Some(ResponseFlag::DownstreamProtocolError))
+            }
+            Err(SendError::Idle) => local_reply(
+                408,
+                "stream timeout",
                 f.grpc,
-                Some(ResponseFlag::UpstreamRequestTimeout),
-            )
-        }
-        // The request failed because the client's body broke HTTP/1.1 framing: Envoy's codec
-        // answers that with 400, not as an upstream failure.
-        Err(SendError::Reset(_)) if request.as_ref().is_some_and(|r| r.malformed()) => {
-            local_reply(400, "", f.grpc, Some(ResponseFlag::DownstreamProtocolError))
-        }
-        Err(SendError::Idle) => local_reply(
-            408,
-            "stream timeout",
-            f.grpc,
-            Some(ResponseFlag::StreamIdleTimeout),
-        ),
-        Err(SendError::RequestTimeout) => local_reply(
-            408,
-            "request timeout",
-            f.grpc,
-            Some(ResponseFlag::RequestTimeout),
-        ),
-        Err(SendError::Pool(PoolError::PendingOverflow)) => {
-            stats.response_code(503);
-            reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow)
-        }
-        Err(SendError::Pool(e)) => {
-            stats.upstream_rq_pending_failure_eject().inc();
-            stats.response_code(503);
-            tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream connect failed: {e}");
-            reset_reply(
-                "connection failure",
+                Some(ResponseFlag::StreamIdleTimeout),
+            ),
+            Err(SendError::RequestTimeout) => local_reply(
+                408,
+                "request timeout",
                 f.grpc,
-                ResponseFlag::UpstreamConnectionFailure,
-            )
+                Some(ResponseFlag::RequestTimeout),
+            ),
+            Err(SendError::Pool(PoolError::PendingOverflow)) => {
+                stats.response_code(503);
+                reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow)
+            }
+            Err(SendError::Pool(e)) => {
+                stats.upstream_rq_pending_failure_eject().inc();
+                stats.response_code(503);
+                tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream connect failed: {e}");
+                reset_reply(
+                    "connection failure",
+                    f.grpc,
+                    ResponseFlag::UpstreamConnectionFailure,
+                )
+            }
+            Err(SendError::Reset(e)) => {
+                stats.upstream_rq_rx_reset().inc();
+                stats.response_code(503);
+                tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream reset: {e}");
+                reset_reply(
+                    "connection termination",
+                    f.grpc,
+                    ResponseFlag::UpstreamConnectionTermination,
+                )
+            }
         }
-        Err(SendError::Reset(e)) => {
-            stats.upstream_rq_rx_reset().inc();
-            stats.response_code(503);
-            tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream reset: {e}");
-            reset_reply(
-                "connection termination",
-                f.grpc,
-                ResponseFlag::UpstreamConnectionTermination,
-            )
-        }
+    };
+    if f.upstream_info {
+        note_upstream(&mut resp, cluster, &host);
     }
+    resp
 }
 
 /// Envoy's local reply when no upstream response headers arrived: 503 naming the reason.

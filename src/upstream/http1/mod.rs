@@ -50,9 +50,28 @@ pub enum ExchangeError {
     BodyLength,
 }
 
-/// A connection the pool holds or an exchange uses.
+/// A connection the pool holds or an exchange uses. Its state is boxed once, when it opens:
+/// the handle moves with every request (out of the pool, into the exchange and the response
+/// body, back to the pool), and a pointer is cheaper to move than the state.
 #[derive(Debug)]
-pub struct Conn {
+pub struct Conn(Box<ConnState>);
+
+impl std::ops::Deref for Conn {
+    type Target = ConnState;
+    fn deref(&self) -> &ConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.0
+    }
+}
+
+/// What a connection holds.
+#[derive(Debug)]
+pub struct ConnState {
     io: UpstreamStream,
     read_buf: BytesMut,
     /// How much room each read gets.
@@ -71,7 +90,7 @@ pub struct Conn {
 impl Conn {
     /// Wraps a connected stream; `close` accounts for its close when dropped.
     pub(super) fn new(io: UpstreamStream, stats: Arc<ClusterStats>, close: CloseGuard) -> Self {
-        Self {
+        Conn(Box::new(ConnState {
             facts: io.facts(),
             io,
             read_buf: BytesMut::new(),
@@ -81,9 +100,27 @@ impl Conn {
             requests: 0,
             idle_since: Instant::now(),
             _close: close,
-        }
+        }))
     }
 
+    /// Hands the socket to hyper for a request that may upgrade; the connection's close is
+    /// accounted when hyper's connection ends.
+    pub async fn into_upgradable(self) -> Result<super::pool::H1Conn, hyper::Error> {
+        let ConnState {
+            io, facts, _close, ..
+        } = *self.0;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(hyper_util::rt::TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+            drop(_close);
+        });
+        Ok(super::pool::H1Conn { sender, facts })
+    }
+}
+
+impl ConnState {
     /// Whether an idle connection can take a request (see `UpstreamStream::still_open`).
     pub fn still_open(&mut self) -> bool {
         self.io.still_open()
@@ -110,22 +147,6 @@ impl Conn {
             consume(&mut self.write_buf, n);
         }
         Poll::Ready(Ok(()))
-    }
-
-    /// Hands the socket to hyper for a request that may upgrade; the connection's close is
-    /// accounted when hyper's connection ends.
-    pub async fn into_upgradable(self) -> Result<super::pool::H1Conn, hyper::Error> {
-        let Conn {
-            io, facts, _close, ..
-        } = self;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(hyper_util::rt::TokioIo::new(io))
-            .await?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-            drop(_close);
-        });
-        Ok(super::pool::H1Conn { sender, facts })
     }
 }
 
