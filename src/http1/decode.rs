@@ -65,10 +65,12 @@ pub struct Head {
 /// Parses a response head from the front of `buf`, removing it. `None`: more bytes needed.
 /// Informational (1xx) responses are skipped: an upstream may send 100 Continue before the
 /// final response. `head_request`: the request was HEAD, so the response has no body.
+/// `spare`: an emptied map whose storage the head's map may reuse (see `headers::read`).
 pub fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
     max_len: usize,
+    spare: &mut Option<HeaderMap>,
 ) -> Result<Option<Head>, DecodeError> {
     loop {
         let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -110,7 +112,7 @@ pub fn parse_head(
         let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
         let n = record_spans(buf, parsed.headers, &mut spans);
         let head_bytes = buf.split_to(len).freeze();
-        let (headers, hop) = headers::read(&head_bytes, &spans[..n], RESPONSE_HEADROOM)
+        let (headers, hop) = headers::read(&head_bytes, &spans[..n], RESPONSE_HEADROOM, spare)
             .map_err(DecodeError::Head)?;
         let framing = framing(status, &hop, head_request)?;
         let keep_alive = framing != Framing::UntilClose && hop.keeps_alive(version);
@@ -354,7 +356,7 @@ mod tests {
 
     fn head(s: &str, head_request: bool) -> Result<Option<Head>, DecodeError> {
         let mut b = BytesMut::from(s);
-        parse_head(&mut b, head_request, 1024)
+        parse_head(&mut b, head_request, 1024, &mut None)
     }
 
     fn body(framing: Framing, input: &[&str]) -> Result<(Vec<u8>, Option<HeaderMap>), DecodeError> {

@@ -31,33 +31,42 @@ use crate::http1::encode;
 use crate::listener::stream::DownstreamStream;
 
 /// A graceful close asked of a connection: it closes when idle, or after the response in
-/// progress (which says `connection: close`).
+/// progress (which says `connection: close`). The connection's task is its only waiter, so a
+/// single waker slot serves (registering costs an atomic swap, where a `Notify` would lock and
+/// link a waiter on every request).
 #[derive(Debug, Default)]
 pub struct Shutdown {
     asked: AtomicBool,
-    notify: tokio::sync::Notify,
+    waker: futures_util::task::AtomicWaker,
 }
 
 impl Shutdown {
     /// Asks the connection to close.
     pub fn ask(&self) {
         self.asked.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+        self.waker.wake();
     }
 
     fn asked(&self) -> bool {
         self.asked.load(Ordering::Acquire)
     }
 
+    /// Ready once a close was asked; else the task is woken when it is.
+    fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.asked() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.asked() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Resolves once a close was asked.
     pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.asked() {
-                return;
-            }
-            notified.await;
-        }
+        poll_fn(|cx| self.poll_wait(cx)).await
     }
 }
 
@@ -224,8 +233,10 @@ where
     };
     // A small response's head and body go out in one write from here; larger bodies grow it.
     let mut write_buf = BytesMut::with_capacity(4 * 1024);
+    // The last response's header map, emptied: the next request's map reuses its storage.
+    let mut spare = None;
     loop {
-        let head = match read_head(&mut io, &settings, &shutdown).await {
+        let head = match read_head(&mut io, &settings, &shutdown, &mut spare).await {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
             Err(ConnError::Head(e)) => {
@@ -302,7 +313,9 @@ where
         };
         write_buf.clear();
         date::with(|d| response::head(&rparts, version, framing, persistence, d, &mut write_buf));
-        drop(rparts);
+        let mut headers = rparts.headers;
+        headers.clear();
+        spare = Some(headers);
         if framing == BodyFraming::None {
             drop(rbody);
         } else {
@@ -334,13 +347,13 @@ async fn read_head(
     io: &mut Io,
     settings: &Settings,
     shutdown: &Shutdown,
+    spare: &mut Option<http::HeaderMap>,
 ) -> Result<Option<RequestHead>, ConnError> {
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut notified = std::pin::pin!(shutdown.wait());
     poll_fn(|cx| {
         loop {
             if !io.read_buf.is_empty() {
-                if let Some(head) = request::parse_head(&mut io.read_buf, settings.max_head)
+                if let Some(head) = request::parse_head(&mut io.read_buf, settings.max_head, spare)
                     .map_err(ConnError::Head)?
                 {
                     return Poll::Ready(Ok(Some(head)));
@@ -351,7 +364,7 @@ async fn read_head(
                         return Poll::Ready(Err(ConnError::HeadersTimeout));
                     }
                 }
-            } else if notified.as_mut().poll(cx).is_ready() {
+            } else if shutdown.poll_wait(cx).is_ready() {
                 return Poll::Ready(Ok(None));
             }
             match ready!(io.poll_fill(cx)) {

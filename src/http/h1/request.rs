@@ -44,7 +44,12 @@ pub struct RequestHead {
 }
 
 /// Parses a request head from the front of `buf`, removing it. `None`: more bytes needed.
-pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHead>, HeadError> {
+/// `spare`: an emptied map whose storage the head's map may reuse (see `headers::read`).
+pub fn parse_head(
+    buf: &mut BytesMut,
+    max_len: usize,
+    spare: &mut Option<http::HeaderMap>,
+) -> Result<Option<RequestHead>, HeadError> {
     // Empty lines before a request line are ignored (RFC 9112 section 2.2).
     while buf.starts_with(b"\r\n") {
         buf.advance(2);
@@ -84,7 +89,8 @@ pub fn parse_head(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHe
     // Origin, absolute, authority (CONNECT) and asterisk (OPTIONS *) forms all parse as URIs.
     let uri = Uri::from_maybe_shared(head_bytes.slice(target_range))
         .map_err(|_| bad("invalid request target"))?;
-    let (headers, hop) = headers::read(&head_bytes, &spans[..n], REQUEST_HEADROOM).map_err(bad)?;
+    let (headers, hop) =
+        headers::read(&head_bytes, &spans[..n], REQUEST_HEADROOM, spare).map_err(bad)?;
     let framing = framing(&hop)?;
     let keep_alive = hop.keeps_alive(version);
     let expect_continue = version == Version::HTTP_11 && hop.expect_continue;
@@ -143,13 +149,13 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse_head(&mut BytesMut::from(s), 1024)
+        parse_head(&mut BytesMut::from(s), 1024, &mut None)
     }
 
     #[test]
     fn head_with_headers_and_the_rest_left_in_the_buffer() {
         let mut b = BytesMut::from("GET /a?b=c HTTP/1.1\r\nHost: svc\r\nX-A: 1\r\n\r\nGET /next");
-        let h = parse_head(&mut b, 1024).unwrap().unwrap();
+        let h = parse_head(&mut b, 1024, &mut None).unwrap().unwrap();
         assert_eq!(h.request.method(), Method::GET);
         assert_eq!(h.request.uri().path_and_query().unwrap().as_str(), "/a?b=c");
         assert_eq!(h.request.headers()["host"], "svc");
@@ -168,7 +174,10 @@ mod tests {
             .map(|i| format!("h{i}: v\r\n"))
             .collect();
         let mut b = BytesMut::from(format!("GET / HTTP/1.1\r\n{many}\r\n").as_str());
-        assert_eq!(parse_head(&mut b, 1 << 20).unwrap_err().status, 431);
+        assert_eq!(
+            parse_head(&mut b, 1 << 20, &mut None).unwrap_err().status,
+            431
+        );
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct ConnState {
     /// How much room each read gets.
     read_size: crate::http1::ReadSize,
     write_buf: BytesMut,
+    /// The last request's header map, emptied: the response's map reuses its storage.
+    spare_headers: Option<http::HeaderMap>,
     stats: Arc<ClusterStats>,
     /// Its local address and the upstream's identity.
     pub facts: super::connect::ConnFacts,
@@ -96,6 +98,7 @@ impl Conn {
             read_buf: BytesMut::new(),
             read_size: Default::default(),
             write_buf: BytesMut::new(),
+            spare_headers: None,
             stats,
             requests: 0,
             idle_since: Instant::now(),
@@ -237,9 +240,13 @@ impl Exchange {
             }
         }
         loop {
-            if let Some(head) =
-                decode::parse_head(&mut self.conn.read_buf, head_request, MAX_RESPONSE_HEAD)?
-            {
+            let conn = &mut *self.conn;
+            if let Some(head) = decode::parse_head(
+                &mut conn.read_buf,
+                head_request,
+                MAX_RESPONSE_HEAD,
+                &mut conn.spare_headers,
+            )? {
                 return Poll::Ready(Ok(head));
             }
             if ready!(self.conn.poll_fill(cx))? == 0 {
@@ -268,7 +275,9 @@ pub fn send(
     let framing = encode::body_framing(&parts.method, ended, body.size_hint().exact());
     conn.write_buf.clear();
     encode::head(&parts, framing, &mut conn.write_buf);
-    drop(parts);
+    let mut headers = parts.headers;
+    headers.clear();
+    conn.spare_headers = Some(headers);
     let mut ex = Exchange {
         conn,
         body: (framing != BodyFraming::None && framing != BodyFraming::Length(0)).then_some(body),
