@@ -347,7 +347,159 @@ impl HttpConnectionManager {
             r.extensions_mut().insert(Details("low_version"));
             r
         } else {
-            self.route(server, req, conn, grpc, start).await
+            // Routing and forwarding, inline rather than in an async fn of their own: one
+            // nested future less to build and copy per request.
+            'route: {
+                let conn_tls = req.extensions().get::<Arc<ConnTls>>().cloned();
+                let decision = super::headers::mutate_request(
+                    cfg,
+                    req.headers_mut(),
+                    conn.remote.ip(),
+                    conn_tls.is_some(),
+                    conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
+                );
+                let Some(rc) = self.routes.current() else {
+                    // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
+                    stats.no_route.inc();
+                    break 'route local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+                };
+                if !decision.internal {
+                    for h in &rc.internal_only_headers {
+                        req.headers_mut().remove(h);
+                    }
+                }
+                let authority_value = super::authority(req.headers(), req.uri());
+                let authority = authority_value.to_str().unwrap_or_default();
+                let path_and_query = req.uri().path_and_query().cloned();
+                let mut path = Cow::Borrowed(path_and_query.as_ref().map_or("/", |p| p.as_str()));
+                if let Some(reply) = self.sanitize(&mut req, &mut path, grpc) {
+                    break 'route reply;
+                }
+                let method = req.method().clone();
+                let upgrade_type = upgrade_type(&req);
+                let version = req.version();
+                let facts = RequestFacts {
+                    path: &path,
+                    headers: req.headers(),
+                    method: method.as_str(),
+                    authority,
+                    scheme: if conn_tls.is_some() { "https" } else { "http" },
+                };
+                let Some(vh) = find_virtual_host(&rc, authority) else {
+                    stats.no_route.inc();
+                    break 'route local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+                };
+                if requires_tls_redirect(vh.require_tls, decision.internal, req.headers()) {
+                    // As Envoy: a plaintext request to a TLS-only virtual host is redirected to https.
+                    let mut r = local_reply(301, "", grpc, None);
+                    if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
+                        r.headers_mut().insert(http::header::LOCATION, v);
+                    }
+                    r.extensions_mut().insert(Details("direct_response"));
+                    break 'route r;
+                }
+                let Some(route) = find_route(vh, &facts) else {
+                    stats.no_route.inc();
+                    break 'route local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
+                };
+                let mut resp = match &route.action {
+                    Action::DirectResponse { status, body } => {
+                        stats.rq_direct_response.inc();
+                        let mut r = Response::new(match body {
+                            Some(b) => super::full_body(b.clone()),
+                            None => super::empty_body(),
+                        });
+                        *r.status_mut() =
+                            http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+                        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                            r.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/plain"),
+                            );
+                        }
+                        r.extensions_mut().insert(Details("direct_response"));
+                        r
+                    }
+                    Action::Redirect(rd) => {
+                        stats.rq_redirect.inc();
+                        let mut r = redirect(rd, authority, &path, &route.matcher.path);
+                        r.extensions_mut().insert(Details("direct_response"));
+                        r
+                    }
+                    Action::Route(action) => {
+                        let upgrade = match &upgrade_type {
+                            None => false,
+                            Some(t) => {
+                                let allowed = action
+                                    .upgrades
+                                    .iter()
+                                    .find(|(u, _)| u == t)
+                                    .map(|(_, e)| *e)
+                                    .unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
+                                if !allowed {
+                                    let mut r = local_reply(403, "", grpc, None);
+                                    r.extensions_mut().insert(Details("upgrade_failed"));
+                                    break 'route r;
+                                }
+                                stats.downstream_cx_upgrades_total.inc();
+                                true
+                            }
+                        };
+                        let (cluster_name, weighted) =
+                            choose_cluster(action, req.headers(), fastrand::u64(..));
+                        let Some(cluster) =
+                            cluster_name.as_deref().and_then(|n| server.clusters.get(n))
+                        else {
+                            stats.no_cluster.inc();
+                            break 'route local_reply(
+                                action.cluster_not_found_status,
+                                "",
+                                grpc,
+                                Some(ResponseFlag::NoClusterFound),
+                            );
+                        };
+                        let headers = req.headers_mut();
+                        apply_request_mutations(&rc, vh, route, weighted, headers);
+                        rewrite(action, weighted, &mut req, &route.matcher.path);
+                        super::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+                        let f = Forward {
+                            clusters: &server.clusters,
+                            action,
+                            grpc,
+                            upgrade,
+                            envoy_headers: !cfg.router.suppress_envoy_headers,
+                            attempt_count: vh.include_request_attempt_count,
+                            idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
+                            request_deadline: cfg.request_timeout.map(|t| start + t),
+                            upstream_info: !cfg.access_logs.is_empty(),
+                            downstream: conn,
+                        };
+                        let mut resp = forward(&f, &cluster, req, version).await;
+                        if let Some(w) = weighted {
+                            w.response_headers.apply(resp.headers_mut());
+                        }
+                        if vh.include_attempt_count_in_response {
+                            resp.headers_mut().insert(
+                                X_ENVOY_ATTEMPT_COUNT.clone(),
+                                HeaderValue::from_static("1"),
+                            );
+                        }
+                        resp
+                    }
+                };
+                if !cfg.access_logs.is_empty() {
+                    resp.extensions_mut().insert(RouteName(route.name.clone()));
+                }
+                route.response_headers.apply(resp.headers_mut());
+                vh.response_headers.apply(resp.headers_mut());
+                rc.response_headers.apply(resp.headers_mut());
+                if cfg.always_set_request_id_in_response
+                    && let Some(id) = decision.request_id
+                {
+                    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+                }
+                resp
+            }
         };
         let mut resp = if self.compressors.is_empty() {
             resp
@@ -451,164 +603,6 @@ impl HttpConnectionManager {
             append_header(req.headers_mut(), http::header::VIA, via);
         }
         None
-    }
-
-    async fn route(
-        &self,
-        server: &Server,
-        mut req: Request<DownstreamBody>,
-        conn: &ConnectionInfo,
-        grpc: bool,
-        start: Instant,
-    ) -> Response<Body> {
-        let cfg = &self.config;
-        let stats = &self.stats;
-        let conn_tls = req.extensions().get::<Arc<ConnTls>>().cloned();
-        let decision = super::headers::mutate_request(
-            cfg,
-            req.headers_mut(),
-            conn.remote.ip(),
-            conn_tls.is_some(),
-            conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
-        );
-        let Some(rc) = self.routes.current() else {
-            // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
-            stats.no_route.inc();
-            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
-        };
-        if !decision.internal {
-            for h in &rc.internal_only_headers {
-                req.headers_mut().remove(h);
-            }
-        }
-        let authority_value = super::authority(req.headers(), req.uri());
-        let authority = authority_value.to_str().unwrap_or_default();
-        let path_and_query = req.uri().path_and_query().cloned();
-        let mut path = Cow::Borrowed(path_and_query.as_ref().map_or("/", |p| p.as_str()));
-        if let Some(reply) = self.sanitize(&mut req, &mut path, grpc) {
-            return reply;
-        }
-        let method = req.method().clone();
-        let upgrade_type = upgrade_type(&req);
-        let version = req.version();
-        let facts = RequestFacts {
-            path: &path,
-            headers: req.headers(),
-            method: method.as_str(),
-            authority,
-            scheme: if conn_tls.is_some() { "https" } else { "http" },
-        };
-        let Some(vh) = find_virtual_host(&rc, authority) else {
-            stats.no_route.inc();
-            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
-        };
-        if requires_tls_redirect(vh.require_tls, decision.internal, req.headers()) {
-            // As Envoy: a plaintext request to a TLS-only virtual host is redirected to https.
-            let mut r = local_reply(301, "", grpc, None);
-            if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
-                r.headers_mut().insert(http::header::LOCATION, v);
-            }
-            r.extensions_mut().insert(Details("direct_response"));
-            return r;
-        }
-        let Some(route) = find_route(vh, &facts) else {
-            stats.no_route.inc();
-            return local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
-        };
-        let mut resp = match &route.action {
-            Action::DirectResponse { status, body } => {
-                stats.rq_direct_response.inc();
-                let mut r = Response::new(match body {
-                    Some(b) => super::full_body(b.clone()),
-                    None => super::empty_body(),
-                });
-                *r.status_mut() =
-                    http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
-                if body.as_ref().is_some_and(|b| !b.is_empty()) {
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain"),
-                    );
-                }
-                r.extensions_mut().insert(Details("direct_response"));
-                r
-            }
-            Action::Redirect(rd) => {
-                stats.rq_redirect.inc();
-                let mut r = redirect(rd, authority, &path, &route.matcher.path);
-                r.extensions_mut().insert(Details("direct_response"));
-                r
-            }
-            Action::Route(action) => {
-                let upgrade = match &upgrade_type {
-                    None => false,
-                    Some(t) => {
-                        let allowed = action
-                            .upgrades
-                            .iter()
-                            .find(|(u, _)| u == t)
-                            .map(|(_, e)| *e)
-                            .unwrap_or_else(|| cfg.upgrades.iter().any(|u| u == t));
-                        if !allowed {
-                            let mut r = local_reply(403, "", grpc, None);
-                            r.extensions_mut().insert(Details("upgrade_failed"));
-                            return r;
-                        }
-                        stats.downstream_cx_upgrades_total.inc();
-                        true
-                    }
-                };
-                let (cluster_name, weighted) =
-                    choose_cluster(action, req.headers(), fastrand::u64(..));
-                let Some(cluster) = cluster_name.as_deref().and_then(|n| server.clusters.get(n))
-                else {
-                    stats.no_cluster.inc();
-                    return local_reply(
-                        action.cluster_not_found_status,
-                        "",
-                        grpc,
-                        Some(ResponseFlag::NoClusterFound),
-                    );
-                };
-                let headers = req.headers_mut();
-                apply_request_mutations(&rc, vh, route, weighted, headers);
-                rewrite(action, weighted, &mut req, &route.matcher.path);
-                super::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-                let f = Forward {
-                    clusters: &server.clusters,
-                    action,
-                    grpc,
-                    upgrade,
-                    envoy_headers: !cfg.router.suppress_envoy_headers,
-                    attempt_count: vh.include_request_attempt_count,
-                    idle_timeout: action.idle_timeout.unwrap_or(cfg.stream_idle_timeout),
-                    request_deadline: cfg.request_timeout.map(|t| start + t),
-                    upstream_info: !cfg.access_logs.is_empty(),
-                    downstream: conn,
-                };
-                let mut resp = forward(&f, &cluster, req, version).await;
-                if let Some(w) = weighted {
-                    w.response_headers.apply(resp.headers_mut());
-                }
-                if vh.include_attempt_count_in_response {
-                    resp.headers_mut()
-                        .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
-                }
-                resp
-            }
-        };
-        if !cfg.access_logs.is_empty() {
-            resp.extensions_mut().insert(RouteName(route.name.clone()));
-        }
-        route.response_headers.apply(resp.headers_mut());
-        vh.response_headers.apply(resp.headers_mut());
-        rc.response_headers.apply(resp.headers_mut());
-        if cfg.always_set_request_id_in_response
-            && let Some(id) = decision.request_id
-        {
-            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
-        }
-        resp
     }
 }
 
