@@ -223,34 +223,7 @@ impl HttpConnectionManager {
         });
         let handler = {
             let ctx = ctx.clone();
-            move |req: Request<DownstreamBody>| {
-                let ctx = ctx.clone();
-                async move {
-                    let hcm = &ctx.hcm;
-                    let guard = ctx.activity.start(&hcm.stats, req.version(), &ctx);
-                    let mut req = req;
-                    if let Some(t) = &ctx.conn_tls {
-                        req.extensions_mut().insert(t.clone());
-                    }
-                    let log = (!hcm.config.access_logs.is_empty()).then(|| {
-                        PendingLog::start(
-                            &hcm.config.access_logs,
-                            &mut req,
-                            ctx.conn.local,
-                            ctx.conn.remote,
-                            ctx.tls_facts.clone(),
-                        )
-                    });
-                    let resp = hcm.handle(&ctx.server, req, &ctx.conn, &ctx.drain).await;
-                    let resp = match log {
-                        Some(log) => log.finish(resp),
-                        None => resp,
-                    };
-                    // The stream stays active until its response body is fully sent.
-                    let (parts, body) = resp.into_parts();
-                    Response::from_parts(parts, super::with_guard(body, guard))
-                }
-            }
+            move |req: Request<DownstreamBody>| Self::handle(ctx.clone(), req)
         };
         let cfg = &self.config;
         let protocol = match super::codec::detect(&io, cfg.codec).await {
@@ -307,16 +280,28 @@ impl HttpConnectionManager {
         self.stats.downstream_cx_active.dec();
     }
 
-    async fn handle(
-        &self,
-        server: &Server,
-        mut req: Request<DownstreamBody>,
-        conn: &ConnectionInfo,
-        drain: &DrainWatch,
-    ) -> Response<Body> {
+    /// Serves one request of the connection `ctx`: routes it, forwards it or answers it, and
+    /// counts it. The stream stays active (for the idle timeout and draining) until its
+    /// response body is fully sent.
+    async fn handle(ctx: Arc<ConnContext>, mut req: Request<DownstreamBody>) -> Response<Body> {
+        let this: &HttpConnectionManager = &ctx.hcm;
+        let (server, conn, drain) = (&*ctx.server, &ctx.conn, &ctx.drain);
+        let guard = ctx.activity.start(&this.stats, req.version(), &ctx);
+        if let Some(t) = &ctx.conn_tls {
+            req.extensions_mut().insert(t.clone());
+        }
+        let log = (!this.config.access_logs.is_empty()).then(|| {
+            PendingLog::start(
+                &this.config.access_logs,
+                &mut req,
+                ctx.conn.local,
+                ctx.conn.remote,
+                ctx.tls_facts.clone(),
+            )
+        });
         let start = Instant::now();
-        let stats = &self.stats;
-        let cfg = &self.config;
+        let stats = &this.stats;
+        let cfg = &this.config;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         // Also when the stream is cut short: a client that leaves drops this future.
@@ -329,15 +314,15 @@ impl HttpConnectionManager {
         }
         let grpc = is_grpc(req.headers());
         let head = req.method() == http::Method::HEAD;
-        let chosen = if self.compressors.is_empty() {
+        let chosen = if this.compressors.is_empty() {
             None
         } else {
             let ae = req
                 .headers()
                 .get(http::header::ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok());
-            let chosen = super::compressor::choose(&self.compressors, ae);
-            if chosen.is_some_and(|i| self.compressors[i].config.remove_accept_encoding_header) {
+            let chosen = super::compressor::choose(&this.compressors, ae);
+            if chosen.is_some_and(|i| this.compressors[i].config.remove_accept_encoding_header) {
                 req.headers_mut().remove(http::header::ACCEPT_ENCODING);
             }
             chosen
@@ -358,7 +343,7 @@ impl HttpConnectionManager {
                     conn_tls.is_some(),
                     conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
                 );
-                let Some(rc) = self.routes.current() else {
+                let Some(rc) = this.routes.current() else {
                     // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
                     stats.no_route.inc();
                     break 'route local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
@@ -372,7 +357,7 @@ impl HttpConnectionManager {
                 let authority = authority_value.to_str().unwrap_or_default();
                 let path_and_query = req.uri().path_and_query().cloned();
                 let mut path = Cow::Borrowed(path_and_query.as_ref().map_or("/", |p| p.as_str()));
-                if let Some(reply) = self.sanitize(&mut req, &mut path, grpc) {
+                if let Some(reply) = this.sanitize(&mut req, &mut path, grpc) {
                     break 'route reply;
                 }
                 let method = req.method().clone();
@@ -501,10 +486,10 @@ impl HttpConnectionManager {
                 resp
             }
         };
-        let mut resp = if self.compressors.is_empty() {
+        let mut resp = if this.compressors.is_empty() {
             resp
         } else {
-            super::compressor::apply(&self.compressors, chosen, head, resp)
+            super::compressor::apply(&this.compressors, chosen, head, resp)
         };
         let status = resp.status().as_u16();
         match resp.extensions().get::<ResponseFlag>() {
@@ -535,7 +520,12 @@ impl HttpConnectionManager {
         stats
             .downstream_rq_time
             .record(start.elapsed().as_secs_f64() * 1000.0);
-        resp
+        let resp = match log {
+            Some(log) => log.finish(resp),
+            None => resp,
+        };
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, super::with_guard(body, guard))
     }
 
     /// Header-name and path checks before routing: underscores, normalization, `via`.
