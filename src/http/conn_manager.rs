@@ -284,15 +284,15 @@ impl HttpConnectionManager {
     /// counts it. The stream stays active (for the idle timeout and draining) until its
     /// response body is fully sent.
     async fn handle(ctx: Arc<ConnContext>, mut req: Request<DownstreamBody>) -> Response<Body> {
-        let this: &HttpConnectionManager = &ctx.hcm;
+        let hcm: &HttpConnectionManager = &ctx.hcm;
         let (server, conn, drain) = (&*ctx.server, &ctx.conn, &ctx.drain);
-        let guard = ctx.activity.start(&this.stats, req.version(), &ctx);
+        let guard = ctx.activity.start(&hcm.stats, req.version(), &ctx);
         if let Some(t) = &ctx.conn_tls {
             req.extensions_mut().insert(t.clone());
         }
-        let log = (!this.config.access_logs.is_empty()).then(|| {
+        let log = (!hcm.config.access_logs.is_empty()).then(|| {
             PendingLog::start(
-                &this.config.access_logs,
+                &hcm.config.access_logs,
                 &mut req,
                 ctx.conn.local,
                 ctx.conn.remote,
@@ -300,8 +300,8 @@ impl HttpConnectionManager {
             )
         });
         let start = Instant::now();
-        let stats = &this.stats;
-        let cfg = &this.config;
+        let stats = &hcm.stats;
+        let cfg = &hcm.config;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         // Also when the stream is cut short: a client that leaves drops this future.
@@ -314,15 +314,15 @@ impl HttpConnectionManager {
         }
         let grpc = is_grpc(req.headers());
         let head = req.method() == http::Method::HEAD;
-        let chosen = if this.compressors.is_empty() {
+        let chosen = if hcm.compressors.is_empty() {
             None
         } else {
             let ae = req
                 .headers()
                 .get(http::header::ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok());
-            let chosen = super::compressor::choose(&this.compressors, ae);
-            if chosen.is_some_and(|i| this.compressors[i].config.remove_accept_encoding_header) {
+            let chosen = super::compressor::choose(&hcm.compressors, ae);
+            if chosen.is_some_and(|i| hcm.compressors[i].config.remove_accept_encoding_header) {
                 req.headers_mut().remove(http::header::ACCEPT_ENCODING);
             }
             chosen
@@ -343,7 +343,7 @@ impl HttpConnectionManager {
                     conn_tls.is_some(),
                     conn_tls.as_ref().and_then(|t| t.client_cert.as_deref()),
                 );
-                let Some(rc) = this.routes.current() else {
+                let Some(rc) = hcm.routes.current() else {
                     // No table arrived (initial_fetch_timeout passed): as Envoy's empty table.
                     stats.no_route.inc();
                     break 'route local_reply(404, "", grpc, Some(ResponseFlag::NoRouteFound));
@@ -357,7 +357,7 @@ impl HttpConnectionManager {
                 let authority = authority_value.to_str().unwrap_or_default();
                 let path_and_query = req.uri().path_and_query().cloned();
                 let mut path = Cow::Borrowed(path_and_query.as_ref().map_or("/", |p| p.as_str()));
-                if let Some(reply) = this.sanitize(&mut req, &mut path, grpc) {
+                if let Some(reply) = hcm.sanitize(&mut req, &mut path, grpc) {
                     break 'route reply;
                 }
                 let method = req.method().clone();
@@ -486,10 +486,10 @@ impl HttpConnectionManager {
                 resp
             }
         };
-        let mut resp = if this.compressors.is_empty() {
+        let mut resp = if hcm.compressors.is_empty() {
             resp
         } else {
-            super::compressor::apply(&this.compressors, chosen, head, resp)
+            super::compressor::apply(&hcm.compressors, chosen, head, resp)
         };
         let status = resp.status().as_u16();
         match resp.extensions().get::<ResponseFlag>() {

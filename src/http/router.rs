@@ -326,28 +326,19 @@ async fn forward_to(
                 Some(ResponseFlag::RequestTimeout),
             ),
             Err(SendError::Pool(PoolError::PendingOverflow)) => {
-                stats.response_code(503);
-                reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow)
+                upstream_reset(stats, f.grpc, "overflow", ResponseFlag::UpstreamOverflow)
             }
             Err(SendError::Pool(e)) => {
                 stats.upstream_rq_pending_failure_eject().inc();
-                stats.response_code(503);
                 tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream connect failed: {e}");
-                reset_reply(
-                    "connection failure",
-                    f.grpc,
-                    ResponseFlag::UpstreamConnectionFailure,
-                )
+                let flag = ResponseFlag::UpstreamConnectionFailure;
+                upstream_reset(stats, f.grpc, "connection failure", flag)
             }
             Err(SendError::Reset(e)) => {
                 stats.upstream_rq_rx_reset().inc();
-                stats.response_code(503);
                 tracing::debug!(cluster = %cluster.config.name, host = %host, "upstream reset: {e}");
-                reset_reply(
-                    "connection termination",
-                    f.grpc,
-                    ResponseFlag::UpstreamConnectionTermination,
-                )
+                let flag = ResponseFlag::UpstreamConnectionTermination;
+                upstream_reset(stats, f.grpc, "connection termination", flag)
             }
         }
     };
@@ -355,6 +346,17 @@ async fn forward_to(
         note_upstream(&mut resp, cluster, &host);
     }
     resp
+}
+
+/// The 503 for an exchange that failed before response headers, counted as the response code.
+fn upstream_reset(
+    stats: &crate::upstream::stats::ClusterStats,
+    grpc: bool,
+    reason: &str,
+    flag: ResponseFlag,
+) -> Response<Body> {
+    stats.response_code(503);
+    reset_reply(reason, grpc, flag)
 }
 
 /// Envoy's local reply when no upstream response headers arrived: 503 naming the reason.
@@ -412,15 +414,7 @@ async fn send_h2(
     report_local: bool,
 ) -> Result<Response<UpstreamResponse>, SendError> {
     let (mut sender, facts) = pool.acquire_h2().await.map_err(SendError::Pool)?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| SendError::Reset(e.into()))?;
-    Ok(with_facts(
-        resp.map(UpstreamResponse::Hyper),
-        report_local,
-        facts,
-    ))
+    from_hyper(sender.send_request(req).await, report_local, facts)
 }
 
 async fn send_upgradable(
@@ -429,15 +423,24 @@ async fn send_upgradable(
     report_local: bool,
 ) -> Result<Response<UpstreamResponse>, SendError> {
     let mut conn = pool.acquire_upgradable().await.map_err(SendError::Pool)?;
-    let resp = conn
-        .sender
-        .send_request(req)
-        .await
-        .map_err(|e| SendError::Reset(e.into()))?;
+    from_hyper(
+        conn.sender.send_request(req).await,
+        report_local,
+        conn.facts,
+    )
+}
+
+/// The response head hyper's client got, or why it got none.
+fn from_hyper(
+    result: hyper::Result<Response<Incoming>>,
+    report_local: bool,
+    facts: crate::upstream::connect::ConnFacts,
+) -> Result<Response<UpstreamResponse>, SendError> {
+    let resp = result.map_err(|e| SendError::Reset(e.into()))?;
     Ok(with_facts(
         resp.map(UpstreamResponse::Hyper),
         report_local,
-        conn.facts,
+        facts,
     ))
 }
 
