@@ -171,7 +171,9 @@ pub fn read(
 ) -> Result<(HeaderMap, Hop), &'static str> {
     let mut headers = match spare.take() {
         Some(mut map) => {
-            map.clear();
+            if !map.is_empty() {
+                map.clear();
+            }
             map.reserve(spans.len() + headroom);
             map
         }
@@ -218,6 +220,13 @@ pub fn read(
         }
     }
     Ok((headers, hop))
+}
+
+/// Keeps a finished message's map as `spare` for the next head, emptied now so its values
+/// (which share a read buffer) release that buffer at once.
+pub fn keep_spare(spare: &mut Option<HeaderMap>, mut map: HeaderMap) {
+    map.clear();
+    *spare = Some(map);
 }
 
 fn value(head: &Bytes, start: u32, end: u32) -> Result<HeaderValue, &'static str> {

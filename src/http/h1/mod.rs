@@ -313,9 +313,7 @@ where
         };
         write_buf.clear();
         date::with(|d| response::head(&rparts, version, framing, persistence, d, &mut write_buf));
-        let mut headers = rparts.headers;
-        headers.clear();
-        spare = Some(headers);
+        crate::http1::headers::keep_spare(&mut spare, rparts.headers);
         if framing == BodyFraming::None {
             drop(rbody);
         } else {

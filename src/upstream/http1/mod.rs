@@ -275,9 +275,7 @@ pub fn send(
     let framing = encode::body_framing(&parts.method, ended, body.size_hint().exact());
     conn.write_buf.clear();
     encode::head(&parts, framing, &mut conn.write_buf);
-    let mut headers = parts.headers;
-    headers.clear();
-    conn.spare_headers = Some(headers);
+    crate::http1::headers::keep_spare(&mut conn.spare_headers, parts.headers);
     let mut ex = Exchange {
         conn,
         body: (framing != BodyFraming::None && framing != BodyFraming::Length(0)).then_some(body),
