@@ -174,7 +174,18 @@ static_resources:
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+    // PROXY_WRAPPER runs the proxy under a profiler (`perf record -g -o /tmp/push.data`).
+    let wrapper = std::env::var("PROXY_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_pilotfish"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_pilotfish")),
+    };
+    let mut child = command
         .args([
             "-c",
             cfg.to_str().unwrap(),

@@ -561,7 +561,10 @@ pub fn load_assignment(
     // would cost a decoded descriptor pool per update); of `metadata` only
     // `envoy.transport_socket_match` is read, and `locality` and the locality weight are
     // ignored, as the field table says.
-    let mut endpoints = Vec::new();
+    // Sized exactly: an assignment is kept as long as its cluster (ten thousand of them in a
+    // large mesh).
+    let total = la.endpoints.iter().map(|l| l.lb_endpoints.len()).sum();
+    let mut endpoints = Vec::with_capacity(total);
     for (i, loc) in la.endpoints.iter().enumerate() {
         let locp = index(lp, "endpoints", i);
         if loc.proximity.is_some() {

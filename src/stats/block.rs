@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::store::{Counter, Entry, Gauge, Metric, Shared, Tags};
+use super::store::{Counter, Entry, Gauge, Metric, Shared, TagList, Tags};
 
 /// The stat names of a block type: each is appended to the block's prefix.
 #[derive(Debug)]
@@ -26,10 +26,83 @@ pub(crate) struct BlockData {
     pub layout: &'static Layout,
     pub counters: Box<[Counter]>,
     pub gauges: Box<[Gauge]>,
-    /// Per stat, counters then gauges: its tag-extracted name and tags, or `None` when the
-    /// stats matcher rejects it (it still counts, unlisted, as Envoy's null stats). Empty
-    /// when the matcher rejects them all.
-    pub tags: Box<[Option<Tags>]>,
+    /// The listed stats' names and tags; None when the stats matcher rejects them all (they
+    /// still count, unlisted, as Envoy's null stats).
+    pub tags: Option<BlockTags>,
+}
+
+/// The tag-extracted names and the tags of a block's stats, counters then gauges.
+#[derive(Debug)]
+pub(crate) struct BlockTags {
+    /// Per stat, its tag-extracted name, or None when the stats matcher rejects it. Shared by
+    /// every block of the layout whose names extract alike (all of them, as a rule).
+    names: StatNames,
+    lists: TagLists,
+}
+
+/// Per stat of a block, its tag-extracted name (None: not listed).
+type StatNames = Arc<[Option<Arc<str>>]>;
+
+#[derive(Debug)]
+enum TagLists {
+    /// Every listed stat has this list (as a rule: the prefix holds a block's only tags).
+    Same(TagList),
+    /// Per stat, in slot order.
+    PerStat(Box<[TagList]>),
+}
+
+/// The name lists of [`BlockTags`] made so far, by layout, to share among blocks.
+#[derive(Debug, Default)]
+pub(crate) struct SharedNames(Vec<(usize, StatNames)>);
+
+impl BlockTags {
+    /// The block tags of `stats` (per slot: its interned name and tag list, None when
+    /// unlisted); None when no stat is listed.
+    pub(crate) fn new(
+        layout: &'static Layout,
+        stats: Vec<Option<Tags>>,
+        shared: &mut SharedNames,
+    ) -> Option<Self> {
+        let first = stats.iter().flatten().next()?.tags.clone();
+        let same = stats.iter().flatten().all(|t| Arc::ptr_eq(&t.tags, &first));
+        let lists = if same {
+            TagLists::Same(first)
+        } else {
+            let per_stat = stats.iter().map(|t| match t {
+                Some(t) => t.tags.clone(),
+                None => first.clone(),
+            });
+            TagLists::PerStat(per_stat.collect())
+        };
+        let key = std::ptr::from_ref(layout) as usize;
+        let alike = |names: &[Option<Arc<str>>]| {
+            names.len() == stats.len()
+                && names.iter().zip(&stats).all(|(n, t)| match (n, t) {
+                    (Some(n), Some(t)) => Arc::ptr_eq(n, &t.name),
+                    (None, None) => true,
+                    _ => false,
+                })
+        };
+        let names = match shared.0.iter().find(|(k, n)| *k == key && alike(n)) {
+            Some((_, n)) => n.clone(),
+            None => {
+                let n: StatNames = stats.into_iter().map(|t| t.map(|t| t.name)).collect();
+                shared.0.push((key, n.clone()));
+                n
+            }
+        };
+        Some(Self { names, lists })
+    }
+
+    /// The name and tags of the stat in slot `i`, None when it is not listed.
+    fn get(&self, i: usize) -> Option<Tags> {
+        let name = self.names.get(i)?.clone()?;
+        let tags = match &self.lists {
+            TagLists::Same(l) => l.clone(),
+            TagLists::PerStat(v) => v[i].clone(),
+        };
+        Some(Tags { name, tags })
+    }
 }
 
 /// A shared handle to a block registered in a [`Store`](super::Store).
@@ -37,7 +110,7 @@ pub(crate) struct BlockData {
 pub struct Block(pub(crate) Arc<BlockData>);
 
 impl Block {
-    pub(crate) fn new(prefix: &str, layout: &'static Layout, tags: Box<[Option<Tags>]>) -> Self {
+    pub(crate) fn new(prefix: &str, layout: &'static Layout, tags: Option<BlockTags>) -> Self {
         Block(Arc::new(BlockData {
             prefix: prefix.into(),
             layout,
@@ -94,11 +167,12 @@ impl Block {
             .iter()
             .enumerate()
             .map(|(i, n)| (n, Metric::Gauge(Shared::Slot(self.clone(), i))));
+        let tags = self.0.tags.as_ref();
         counters
             .chain(gauges)
-            .zip(self.0.tags.iter())
-            .filter_map(|((suffix, metric), tags)| {
-                let extracted = tags.clone()?;
+            .enumerate()
+            .filter_map(move |(i, (suffix, metric))| {
+                let extracted = tags?.get(i)?;
                 Some((
                     format!("{}{suffix}", self.0.prefix),
                     Entry { metric, extracted },
@@ -196,6 +270,7 @@ macro_rules! stat_block {
 mod tests {
     use super::super::{Metric, render_text};
     use super::super::{Pattern, StatsMatcher, Store, TagProducer, TextQuery, render_prometheus};
+    use super::{Arc, TagLists};
 
     crate::stat_block! {
         /// A block for the tests.
@@ -243,6 +318,39 @@ mod tests {
             prom.contains("envoy_cluster_rq_failed{envoy_cluster_name=\"backend\"} 1\n"),
             "{prom}"
         );
+    }
+
+    crate::stat_block! {
+        /// A block whose stats do not all have the same tags.
+        struct Codes {
+            counters { total: "upstream_rq_total", ok: "upstream_rq_200" }
+            gauges {}
+        }
+    }
+
+    #[test]
+    fn blocks_of_one_layout_share_names_and_keep_per_stat_tags() {
+        let store = Store::default();
+        let a = Codes::new(&store, "cluster.a.");
+        let b = Codes::new(&store, "cluster.b.");
+        a.ok().add(2);
+        b.total().inc();
+        let (ta, tb) = (a.0.0.tags.as_ref().unwrap(), b.0.0.tags.as_ref().unwrap());
+        assert!(Arc::ptr_eq(&ta.names, &tb.names));
+        let prom = render_prometheus(&store, false, None);
+        for line in [
+            "envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"a\"} 2\n",
+            "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"b\"} 1\n",
+        ] {
+            assert!(prom.contains(line), "{line} in {prom}");
+        }
+        // One tag list for a block whose stats all have the same tags.
+        let s = Sample::new(&store, "cluster.a.");
+        assert!(matches!(
+            s.0.0.tags.as_ref().unwrap().lists,
+            TagLists::Same(_)
+        ));
+        assert!(matches!(ta.lists, TagLists::PerStat(_)));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Fixed-bucket histograms: Envoy's default bucket bounds, or the bounds a
 //! `histogram_bucket_settings` entry gives (milliseconds for times).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Envoy's default histogram bucket upper bounds.
 pub const DEFAULT_BUCKETS: [f64; 19] = [
@@ -20,7 +20,8 @@ pub trait HistogramSink: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Histogram {
     bounds: Arc<[f64]>,
-    buckets: Box<[AtomicU64]>,
+    /// Made on the first record: most of a large config's histograms never see a value.
+    buckets: OnceLock<Box<[AtomicU64]>>,
     count: AtomicU64,
     sum_micros: AtomicU64,
     sink: Option<(String, Arc<dyn HistogramSink>)>,
@@ -36,7 +37,7 @@ impl Histogram {
     /// A histogram with the given bucket upper bounds (sorted ascending) and optional sink.
     pub fn with_bounds(bounds: Arc<[f64]>, sink: Option<(String, Arc<dyn HistogramSink>)>) -> Self {
         Self {
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            buckets: OnceLock::new(),
             bounds,
             count: AtomicU64::new(0),
             sum_micros: AtomicU64::new(0),
@@ -47,7 +48,10 @@ impl Histogram {
     /// Records one value.
     pub fn record(&self, value: f64) {
         if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            let buckets = self
+                .buckets
+                .get_or_init(|| self.bounds.iter().map(|_| AtomicU64::new(0)).collect());
+            buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
@@ -72,12 +76,18 @@ impl Histogram {
         let mut acc = 0;
         self.bounds
             .iter()
-            .zip(self.buckets.iter())
-            .map(|(b, c)| {
-                acc += c.load(Ordering::Relaxed);
+            .enumerate()
+            .map(|(i, b)| {
+                acc += self.bucket(i);
                 (*b, acc)
             })
             .collect()
+    }
+
+    fn bucket(&self, i: usize) -> u64 {
+        self.buckets
+            .get()
+            .map_or(0, |b| b[i].load(Ordering::Relaxed))
     }
 
     /// An estimate of quantile `q` (0..=1) by linear interpolation inside the bucket, or `None`
@@ -90,8 +100,8 @@ impl Histogram {
         let target = q * total as f64;
         let mut lower = 0.0;
         let mut seen = 0u64;
-        for (bound, count) in self.bounds.iter().zip(self.buckets.iter()) {
-            let c = count.load(Ordering::Relaxed);
+        for (i, bound) in self.bounds.iter().enumerate() {
+            let c = self.bucket(i);
             if c > 0 && (seen + c) as f64 >= target {
                 let frac = ((target - seen as f64) / c as f64).clamp(0.0, 1.0);
                 return Some(lower + (bound - lower) * frac);
@@ -121,6 +131,12 @@ mod tests {
         let p100 = h.quantile(1.0).unwrap();
         assert!(p100 > 1.0 && p100 <= 5.0);
         assert!(Histogram::default().quantile(0.5).is_none());
+        assert!(
+            Histogram::default()
+                .cumulative()
+                .iter()
+                .all(|(_, c)| *c == 0)
+        );
     }
 
     #[test]

@@ -7,17 +7,18 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::block::{Block, Layout};
+use super::block::{Block, BlockTags, Layout, SharedNames};
 use super::histogram::{DEFAULT_BUCKETS, Histogram, HistogramSink};
 use super::matcher::Pattern;
 use super::matcher::StatsMatcher;
-use super::tags::TagProducer;
+use super::tags::{ExtractedName, TagProducer};
 
-/// A monotonically increasing count.
+/// A monotonically increasing count: twice the count, plus one once it was written (so the
+/// value and Envoy's "used" flag share one word, and a write after the first is one atomic
+/// add).
 #[derive(Debug, Default)]
 pub struct Counter {
-    value: AtomicU64,
-    used: AtomicBool,
+    raw: AtomicU64,
 }
 
 impl Counter {
@@ -27,18 +28,18 @@ impl Counter {
     }
     /// Adds `n`; marks the counter used, as Envoy does on every write.
     pub fn add(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-        if !self.used.load(Ordering::Relaxed) {
-            self.used.store(true, Ordering::Relaxed);
+        let before = self.raw.fetch_add(n << 1, Ordering::Relaxed);
+        if before & 1 == 0 {
+            self.raw.fetch_or(1, Ordering::Relaxed);
         }
     }
     /// The current value.
     pub fn value(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        self.raw.load(Ordering::Relaxed) >> 1
     }
     /// Whether it was ever written.
     pub fn used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.raw.load(Ordering::Relaxed) & 1 == 1
     }
 }
 
@@ -190,9 +191,7 @@ pub struct Store {
     blocks: RwLock<hashbrown::HashTable<Block>>,
     hasher: std::hash::RandomState,
     default_buckets: Arc<[f64]>,
-    interned: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
-    /// Tag lists, interned whole: every stat of one cluster has the same one.
-    interned_tags: std::sync::Mutex<std::collections::HashSet<TagList>>,
+    interned: std::sync::Mutex<Interner>,
     tags: TagProducer,
     matcher: StatsMatcher,
     buckets: Vec<(Pattern, Arc<[f64]>)>,
@@ -215,7 +214,6 @@ impl Store {
             hasher: Default::default(),
             default_buckets: Arc::from(&DEFAULT_BUCKETS[..]),
             interned: Default::default(),
-            interned_tags: Default::default(),
             tags,
             matcher,
             buckets: Vec::new(),
@@ -304,18 +302,19 @@ impl Store {
                 return b.clone();
             }
         }
-        let names = layout.counters.iter().chain(layout.gauges);
-        let mut tags: Box<[Option<Tags>]> = names
-            .map(|suffix| {
-                let name = format!("{prefix}{suffix}");
-                self.matcher.accepts(&name).then(|| self.extract(&name))
-            })
-            .collect();
-        if tags.iter().all(Option::is_none) {
-            // Nothing of it is listed (Istio's stats matcher keeps no per-cluster stats): no
-            // room for tags at all.
-            tags = Box::new([]);
-        }
+        let tags = {
+            let mut interned = self.interned.lock().unwrap_or_else(|e| e.into_inner());
+            let mut name = String::with_capacity(prefix.len() + 40);
+            let stats = layout.counters.iter().chain(layout.gauges).map(|suffix| {
+                name.clear();
+                name.push_str(prefix);
+                name.push_str(suffix);
+                let listed = self.matcher.accepts(&name);
+                listed.then(|| interned.tags(self.tags.extract(&name)))
+            });
+            let stats = stats.collect();
+            BlockTags::new(layout, stats, &mut interned.block_names)
+        };
         let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
         match blocks.entry(hash, is, |b| self.block_hash(b.prefix(), b.layout())) {
             hashbrown::hash_table::Entry::Occupied(o) => o.get().clone(),
@@ -368,32 +367,47 @@ impl Store {
             .clone()
     }
 
-    /// The tag-extracted name and tags of `name`, with names, values and whole tag lists
-    /// interned.
+    /// The tag-extracted name and tags of `name`, interned.
     fn extract(&self, name: &str) -> Tags {
-        let e = self.tags.extract(name);
-        let mut pool = self.interned.lock().unwrap_or_else(|e| e.into_inner());
-        let mut intern = |s: String| -> Arc<str> {
-            if let Some(v) = pool.get(s.as_str()) {
-                return v.clone();
-            }
-            let v: Arc<str> = Arc::from(s);
-            pool.insert(v.clone());
-            v
-        };
-        let name = intern(e.name);
+        let extracted = self.tags.extract(name);
+        let mut interned = self.interned.lock().unwrap_or_else(|e| e.into_inner());
+        interned.tags(extracted)
+    }
+}
+
+type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
+/// Interned stat names, tag names and values, and whole tag lists: the same ones recur
+/// across thousands of stats (every stat of one cluster has the same tag list).
+#[derive(Debug, Default)]
+struct Interner {
+    strings: FastSet<Arc<str>>,
+    lists: FastSet<TagList>,
+    block_names: SharedNames,
+}
+
+impl Interner {
+    fn string(&mut self, s: String) -> Arc<str> {
+        if let Some(v) = self.strings.get(s.as_str()) {
+            return v.clone();
+        }
+        let v: Arc<str> = Arc::from(s);
+        self.strings.insert(v.clone());
+        v
+    }
+
+    fn tags(&mut self, e: ExtractedName) -> Tags {
+        let name = self.string(e.name);
         let tags: Vec<(Arc<str>, Arc<str>)> = e
             .tags
             .into_iter()
-            .map(|(k, v)| (intern(k), intern(v)))
+            .map(|(k, v)| (self.string(k), self.string(v)))
             .collect();
-        drop(pool);
-        let mut lists = self.interned_tags.lock().unwrap_or_else(|e| e.into_inner());
-        let tags = match lists.get(tags.as_slice()) {
+        let tags = match self.lists.get(tags.as_slice()) {
             Some(t) => t.clone(),
             None => {
                 let t: TagList = Arc::from(tags);
-                lists.insert(t.clone());
+                self.lists.insert(t.clone());
                 t
             }
         };
@@ -411,6 +425,19 @@ mod tests {
         s.counter("cluster.a.upstream_rq_total").inc();
         s.counter("cluster.a.upstream_rq_total").add(2);
         assert_eq!(s.counter("cluster.a.upstream_rq_total").value(), 3);
+    }
+
+    #[test]
+    fn a_counter_is_used_from_its_first_write_even_of_zero() {
+        let c = Counter::default();
+        assert!(!c.used());
+        c.add(0);
+        assert!(c.used());
+        assert_eq!(c.value(), 0);
+        c.add(5);
+        c.inc();
+        assert_eq!(c.value(), 6);
+        assert!(c.used());
     }
 
     #[test]

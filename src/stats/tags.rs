@@ -1,6 +1,10 @@
 //! Tag extraction as Envoy does it: each extractor's regex is searched in the full stat name;
 //! its first capture group is removed from the name and its second is the tag's value.
 //! The remaining name and the tags give the Prometheus series.
+//!
+//! As in Envoy, an extractor whose regex starts with `^token\.` (or `^token(?=\.)`) is run
+//! only on names whose first dot-separated token is `token`, and one with a required
+//! substring only on names containing it: most stats meet one or two regexes, not fifteen.
 
 use fancy_regex::Regex;
 
@@ -10,6 +14,8 @@ pub struct TagExtractor {
     name: String,
     kind: ExtractorKind,
     substr: Option<&'static str>,
+    /// The first token every name it can match starts with (see [`first_token`]).
+    token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +41,7 @@ impl TagExtractor {
             name: name.into(),
             kind: ExtractorKind::Regex(re),
             substr: None,
+            token: first_token(regex).map(str::to_string),
         })
     }
 
@@ -44,6 +51,7 @@ impl TagExtractor {
             name: name.into(),
             kind: ExtractorKind::Fixed(value.into()),
             substr: None,
+            token: None,
         }
     }
 
@@ -52,11 +60,14 @@ impl TagExtractor {
         &self.name
     }
 
-    fn extract(&self, full: &str, remove: &mut Vec<(usize, usize)>) -> Option<String> {
+    fn extract(&self, full: &str, token: &str, remove: &mut Vec<(usize, usize)>) -> Option<String> {
         let re = match &self.kind {
             ExtractorKind::Fixed(v) => return Some(v.clone()),
             ExtractorKind::Regex(re) => re,
         };
+        if self.token.as_deref().is_some_and(|t| t != token) {
+            return None;
+        }
         if let Some(s) = self.substr
             && !full.contains(s)
         {
@@ -103,20 +114,61 @@ impl TagProducer {
 
     /// Splits `full` into its tag-extracted name and tags.
     pub fn extract(&self, full: &str) -> ExtractedName {
+        let token = full.split('.').next().unwrap_or_default();
         let mut remove = Vec::new();
         let mut tags = Vec::new();
         for e in &self.extractors {
-            if let Some(v) = e.extract(full, &mut remove) {
+            if let Some(v) = e.extract(full, token, &mut remove) {
                 tags.push((e.name.clone(), v));
             }
         }
-        let name = full
-            .char_indices()
-            .filter(|(i, _)| !remove.iter().any(|(s, e)| i >= s && i < e))
-            .map(|(_, c)| c)
-            .collect();
-        ExtractedName { name, tags }
+        ExtractedName {
+            name: without(full, remove),
+            tags,
+        }
     }
+}
+
+/// `full` without the byte ranges in `remove` (which may overlap; each starts and ends on a
+/// character boundary, being a regex group's).
+fn without(full: &str, mut remove: Vec<(usize, usize)>) -> String {
+    remove.sort_unstable();
+    let mut name = String::with_capacity(full.len());
+    let mut at = 0;
+    for (start, end) in remove {
+        if start > at {
+            name.push_str(&full[at..start]);
+        }
+        at = at.max(end);
+    }
+    name.push_str(&full[at.min(full.len())..]);
+    name
+}
+
+/// The token a regex's matches must start with, when it has one: `cluster` for
+/// `^cluster\.(...)` or `^cluster(?=\.)...`, so a name whose first dot-separated token is
+/// anything else cannot match. None when that does not follow from the regex alone: no `^`,
+/// no literal after it, a literal not followed by a dot, a quantified dot, or an alternation
+/// outside every group (which could bypass the anchor).
+fn first_token(regex: &str) -> Option<&str> {
+    let rest = regex.strip_prefix('^')?;
+    if has_top_level_alternation(regex) {
+        return None;
+    }
+    let len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (token, after) = rest.split_at(len);
+    if token.is_empty() {
+        return None;
+    }
+    let after_dot = after
+        .strip_prefix(r"\.")
+        .or_else(|| after.strip_prefix(r"(?=\.)"))?;
+    if after_dot.starts_with(['?', '*', '{']) {
+        return None;
+    }
+    Some(token)
 }
 
 /// Envoy's default tag extractors: (tag name, regex, required substring).
@@ -170,6 +222,49 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Whether `regex` has a `|` outside every group and character class.
+fn has_top_level_alternation(regex: &str) -> bool {
+    let mut depth = 0usize;
+    let mut chars = regex.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                // A `]` right after `[` or `[^` is a literal, and `[:name:]` is a named class;
+                // the class ends at the next `]`.
+                let mut first = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '^' if first => continue,
+                        '[' if chars.peek() == Some(&':') => {
+                            let mut last = ' ';
+                            for c in chars.by_ref() {
+                                if last == ':' && c == ']' {
+                                    break;
+                                }
+                                last = c;
+                            }
+                        }
+                        ']' if !first => break,
+                        _ => {}
+                    }
+                    first = false;
+                }
+            }
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '|' if depth == 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +295,54 @@ mod tests {
         );
         let e = p.extract("http.ingress_http.downstream_rq_total");
         assert_eq!(e.name, "http.downstream_rq_total");
+    }
+
+    #[test]
+    fn first_tokens_follow_from_the_regex_alone() {
+        assert_eq!(first_token(r"^cluster\.(([^\.]+)\.).*"), Some("cluster"));
+        assert_eq!(
+            first_token(r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$"),
+            Some("http")
+        );
+        assert_eq!(
+            first_token(r"^listener_manager\.((worker_\d+)\.)"),
+            Some("listener_manager")
+        );
+        // No anchor, no dot after the literal, a quantified dot, an alternation.
+        assert_eq!(first_token(r"_rq(_(\d{3}))$"), None);
+        assert_eq!(first_token(r"^cluster(\.(.+);)"), None);
+        assert_eq!(first_token(r"^clusters?\.(.*)"), None);
+        assert_eq!(first_token(r"^cluster\.?(.*)"), None);
+        assert_eq!(first_token(r"^a\.(x)|^b\.(y)"), None);
+        assert_eq!(first_token(r"^(?i)cluster\.(x)"), None);
+        // An alternation inside a group or a class keeps the anchor.
+        assert_eq!(
+            first_token(r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbB[:digit:]]*))\.)"),
+            Some("listener")
+        );
+        assert_eq!(first_token(r"^a\.([|])"), Some("a"));
+        assert_eq!(first_token(r"^a\.([]|)])|b"), None);
+        assert_eq!(first_token(r"^a\.[[:alpha:](]|b"), None);
+    }
+
+    #[test]
+    fn an_indexed_extractor_skips_other_tokens_and_keeps_its_own() {
+        let custom = vec![TagExtractor::regex("svc", r"^vhost\.((\w+)\.)").unwrap()];
+        let p = TagProducer::new(custom, false);
+        assert_eq!(
+            p.extract("vhost.api.vcluster.other.upstream_rq_total").tags,
+            vec![("svc".into(), "api".into())]
+        );
+        let e = p.extract("vhostx.api.upstream_rq_total");
+        assert!(e.tags.is_empty());
+        assert_eq!(e.name, "vhostx.api.upstream_rq_total");
+    }
+
+    #[test]
+    fn removed_ranges_may_overlap() {
+        assert_eq!(without("abcdefgh", vec![(4, 6), (1, 3), (2, 5)]), "agh");
+        assert_eq!(without("abc", vec![]), "abc");
+        assert_eq!(without("abc", vec![(0, 3)]), "");
     }
 
     #[test]

@@ -62,6 +62,11 @@ impl<H: HostHealth> HostSet<H> {
             }
             level.all.push(h);
         }
+        for level in &mut priorities {
+            // Kept until the next membership change, for every cluster: no spare room.
+            level.all.shrink_to_fit();
+            level.healthy.shrink_to_fit();
+        }
         let health: Vec<u64> = priorities
             .iter()
             .map(|l| {

@@ -3,6 +3,7 @@
 pub mod connect;
 pub mod host_set;
 pub mod http1;
+pub mod initialized;
 pub mod lb;
 pub mod original_dst;
 pub mod pool;
@@ -35,7 +36,7 @@ pub struct Host {
     /// Where it is.
     pub target: Target,
     /// Its hostname (for auto_host_rewrite).
-    pub hostname: String,
+    pub hostname: Box<str>,
     /// LB weight.
     pub weight: u32,
     /// Health from config (UNHEALTHY, DRAINING and TIMEOUT hosts are not healthy).
@@ -111,7 +112,7 @@ pub struct HostSpec {
     /// Where.
     pub target: Target,
     /// Hostname.
-    pub hostname: String,
+    pub hostname: Box<str>,
     /// Weight.
     pub weight: u32,
     /// Healthy.
@@ -174,7 +175,7 @@ pub struct ClusterRuntime {
     pub limits: Arc<ConnLimits>,
     /// True once the cluster has its first host set (at once for STATIC, after the first DNS
     /// resolution or EDS assignment otherwise), as Envoy's cluster initialization.
-    pub initialized: tokio::sync::watch::Sender<bool>,
+    pub initialized: initialized::Initialized,
     /// Whether it came from CDS (static clusters cannot be changed by CDS).
     pub added_via_api: bool,
     /// The CDS version it came with.
@@ -224,7 +225,7 @@ impl ClusterRuntime {
             stats,
             open_requests: AtomicU64::new(0),
             limits: Arc::default(),
-            initialized: tokio::sync::watch::channel(false).0,
+            initialized: Default::default(),
             added_via_api,
             version: version.to_string(),
             last_updated: SystemTime::now(),
@@ -244,7 +245,7 @@ impl ClusterRuntime {
                 static_hosts(&rt.config, &rt.config.endpoints),
                 rt.config.overprovisioning_factor,
             );
-            rt.initialized.send_replace(true);
+            rt.initialized.set();
         }
         rt
     }
@@ -307,7 +308,7 @@ impl ClusterRuntime {
             a.overprovisioning_factor,
         );
         self.assignment.store(Some(a));
-        self.initialized.send_replace(true);
+        self.initialized.set();
     }
 
     /// Picks a host for the connection or request of `ctx`, or None when the cluster has no
@@ -354,7 +355,7 @@ impl ClusterRuntime {
     /// Whether it may serve: its first hosts arrived (or waiting for them ended) and so did
     /// the secrets of its transport sockets.
     fn is_initialized(&self) -> bool {
-        *self.initialized.borrow() && self.config.secrets().iter().all(|s| s.is_ready())
+        self.initialized.get() && self.config.secrets().iter().all(|s| s.is_ready())
     }
 }
 
@@ -381,7 +382,7 @@ fn static_hosts(cluster: &Cluster, endpoints: &[EndpointConfig]) -> Vec<HostSpec
             };
             Some(HostSpec {
                 target,
-                hostname: e.hostname.clone(),
+                hostname: e.hostname.as_str().into(),
                 weight: e.weight,
                 healthy: e.healthy,
                 priority: e.priority,
@@ -515,7 +516,7 @@ impl ClusterManager {
                         "cluster {}: endpoints did not arrive within initial_fetch_timeout",
                         config.name
                     );
-                    c.initialized.send_replace(true);
+                    c.initialized.set();
                     inner.promote_warmed();
                 }
             });
@@ -604,8 +605,7 @@ impl ClusterManagerInner {
             .cloned()
             .collect();
         for c in all {
-            let mut rx = c.initialized.subscribe();
-            let _ = rx.wait_for(|done| *done).await;
+            c.initialized.wait().await;
         }
     }
 
@@ -712,7 +712,7 @@ impl ClusterManagerInner {
     /// active with what they have.
     pub fn finish_warming(&self) {
         for c in lock(&self.warming).values() {
-            c.initialized.send_replace(true);
+            c.initialized.set();
         }
         self.promote_warmed();
     }
@@ -922,7 +922,7 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
                     for a in addrs {
                         hosts.push(HostSpec {
                             target: Target::Socket(a),
-                            hostname: name.clone(),
+                            hostname: name.as_str().into(),
                             weight: e.weight,
                             healthy: e.healthy,
                             priority: e.priority,
@@ -947,7 +947,7 @@ async fn resolve_loop(weak: std::sync::Weak<ClusterRuntime>) {
             rt.set_hosts(hosts, rt.config.overprovisioning_factor);
         }
         // The first resolution initializes the cluster, whether or not it found hosts.
-        rt.initialized.send_replace(true);
+        rt.initialized.set();
         let jitter = rt.config.dns_jitter;
         drop(rt);
         let jitter = if jitter.is_zero() {

@@ -73,7 +73,7 @@ impl OriginalDstHosts {
         let e = hosts.entry(dst).or_insert_with(|| Entry {
             host: Arc::new(Host {
                 target: Target::Socket(dst),
-                hostname: String::new(),
+                hostname: Box::default(),
                 weight: 1,
                 healthy: true,
                 active_requests: AtomicU64::new(0),
