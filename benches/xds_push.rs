@@ -41,6 +41,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time (user and system) the process has used so far, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th, in clock ticks of 10 ms.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks * 10
+}
+
 fn cluster(i: usize) -> Cluster {
     from_yaml(&format!(
         "name: outbound|80||svc{i}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{service_name: outbound|80||svc{i}, eds_config: {{ads: {{}}, resource_api_version: V3}}}}"
@@ -309,6 +324,7 @@ async fn main() {
     let listeners: Vec<_> = (0..n_listeners).map(|i| listener(i, i == 0)).collect();
     let routes: Vec<_> = (0..n_listeners).map(route).collect();
 
+    let cpu_before = cpu_ms(pid);
     let t0 = Instant::now();
     cp.set("1", &cla);
     cp.set("1", &routes);
@@ -341,6 +357,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let served = t0.elapsed();
+    let push_cpu = cpu_ms(pid) - cpu_before;
     let rss_settling = rss_kib(pid);
     // Config work keeps Envoy's descriptors decoded for 10 s after the last update; steady
     // state is after that.
@@ -398,7 +415,7 @@ async fn main() {
         println!("  {name} ACKed after {:.0} ms", ms(*d));
     }
     println!(
-        "  traffic served on a new cluster after {:.0} ms",
+        "  traffic served on a new cluster after {:.0} ms; pilotfish's CPU time until then: {push_cpu} ms",
         ms(served)
     );
     println!(

@@ -5,6 +5,8 @@
 //! As in Envoy, an extractor whose regex starts with `^token\.` (or `^token(?=\.)`) is run
 //! only on names whose first dot-separated token is `token`, and one with a required
 //! substring only on names containing it: most stats meet one or two regexes, not fifteen.
+//! The three defaults that nearly every cluster stat meets (the cluster name and the response
+//! code and class) are matched by code equivalent to their regexes, which a test checks.
 
 use fancy_regex::Regex;
 
@@ -21,7 +23,20 @@ pub struct TagExtractor {
 #[derive(Debug, Clone)]
 enum ExtractorKind {
     Regex(Regex),
+    /// A default's regex, matched by code.
+    Builtin(Builtin),
     Fixed(String),
+}
+
+/// Code equivalent to a regex: on a match, the byte ranges of its first capture group (cut
+/// from the name) and of the tag's value.
+type Builtin = fn(&str) -> Option<Capture>;
+
+/// Where a match's parts are in the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Capture {
+    remove: Option<(usize, usize)>,
+    value: (usize, usize),
 }
 
 /// A stat's name with its tags taken out.
@@ -61,10 +76,9 @@ impl TagExtractor {
     }
 
     fn extract(&self, full: &str, token: &str, remove: &mut Vec<(usize, usize)>) -> Option<String> {
-        let re = match &self.kind {
-            ExtractorKind::Fixed(v) => return Some(v.clone()),
-            ExtractorKind::Regex(re) => re,
-        };
+        if let ExtractorKind::Fixed(v) = &self.kind {
+            return Some(v.clone());
+        }
         if self.token.as_deref().is_some_and(|t| t != token) {
             return None;
         }
@@ -73,13 +87,26 @@ impl TagExtractor {
         {
             return None;
         }
-        let caps = re.captures(full).ok()??;
-        let value = caps.get(2).or_else(|| caps.get(1))?.as_str().to_string();
-        if let Some(m) = caps.get(1) {
-            remove.push((m.start(), m.end()));
-        }
-        Some(value)
+        let capture = match &self.kind {
+            ExtractorKind::Builtin(matches) => matches(full)?,
+            ExtractorKind::Regex(re) => regex_capture(re, full)?,
+            ExtractorKind::Fixed(_) => return None,
+        };
+        remove.extend(capture.remove);
+        Some(full[capture.value.0..capture.value.1].to_string())
     }
+}
+
+/// A regex's match as a [`Capture`]: its first group is removed, and the value is its
+/// second group, or its first when the second did not take part.
+fn regex_capture(re: &Regex, full: &str) -> Option<Capture> {
+    let caps = re.captures(full).ok()??;
+    let first = caps.get(1);
+    let value = caps.get(2).or(first)?;
+    Some(Capture {
+        remove: first.map(|m| (m.start(), m.end())),
+        value: (value.start(), value.end()),
+    })
 }
 
 /// The ordered set of extractors a store applies to every new stat.
@@ -100,12 +127,16 @@ impl TagProducer {
         let custom_names: Vec<String> = custom.iter().map(|e| e.name.clone()).collect();
         let mut extractors = custom;
         if use_defaults {
-            for (name, regex, substr) in DEFAULTS {
-                if custom_names.iter().any(|n| n == name) {
+            for d in DEFAULTS {
+                if custom_names.iter().any(|n| n == d.name) {
                     continue;
                 }
-                let mut e = TagExtractor::regex(name, regex).expect("default tag regexes compile");
-                e.substr = (!substr.is_empty()).then_some(*substr);
+                let mut e =
+                    TagExtractor::regex(d.name, d.regex).expect("default tag regexes compile");
+                e.substr = (!d.substr.is_empty()).then_some(d.substr);
+                if let Some(b) = d.builtin {
+                    e.kind = ExtractorKind::Builtin(b);
+                }
                 extractors.push(e);
             }
         }
@@ -171,57 +202,6 @@ fn first_token(regex: &str) -> Option<&str> {
     Some(token)
 }
 
-/// Envoy's default tag extractors: (tag name, regex, required substring).
-const DEFAULTS: &[(&str, &str, &str)] = &[
-    ("envoy.response_code", r"_rq(_(\d{3}))$", "_rq_"),
-    ("envoy.response_code_class", r"_rq_(\d)xx$", "_rq_"),
-    (
-        "envoy.http_user_agent",
-        r"^http(?=\.).*?\.user_agent\.((.*?)\.)\w+?$",
-        ".user_agent.",
-    ),
-    (
-        "envoy.fault_downstream_cluster",
-        r"^http(?=\.).*?\.fault\.((.*?)\.)\w+?$",
-        ".fault.",
-    ),
-    (
-        "envoy.ssl_cipher",
-        r"^listener(?=\.).*?\.ssl\.cipher(\.(.*?))$",
-        "",
-    ),
-    (
-        "envoy.ssl_cipher_suite",
-        r"^cluster(?=\.).*?\.ssl\.ciphers(\.(.*?))$",
-        ".ssl.ciphers.",
-    ),
-    ("envoy.tcp_prefix", r"^tcp\.((.*?)\.)\w+?$", ""),
-    ("envoy.udp_prefix", r"^udp\.((.*?)\.)\w+?$", ""),
-    ("envoy.cluster_name", r"^cluster\.(([^\.]+)\.).*", ""),
-    (
-        "envoy.http_conn_manager_prefix",
-        r"^listener(?=\.).*?\.http\.((.*?)\.)",
-        ".http.",
-    ),
-    ("envoy.http_conn_manager_prefix", r"^http\.((.*?)\.)", ""),
-    (
-        "envoy.listener_address",
-        r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
-        "",
-    ),
-    ("envoy.virtual_host", r"^vhost\.((.*?)\.)", ""),
-    (
-        "envoy.rds_route_config",
-        r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$",
-        ".rds.",
-    ),
-    (
-        "envoy.worker_id",
-        r"^listener_manager\.((worker_\d+)\.)",
-        "listener_manager.worker_",
-    ),
-];
-
 /// Whether `regex` has a `|` outside every group and character class.
 fn has_top_level_alternation(regex: &str) -> bool {
     let mut depth = 0usize;
@@ -263,6 +243,150 @@ fn has_top_level_alternation(regex: &str) -> bool {
         }
     }
     false
+}
+
+/// One of Envoy's default tag extractors.
+struct Default {
+    name: &'static str,
+    regex: &'static str,
+    /// A substring every name it can match contains ("": none).
+    substr: &'static str,
+    /// Code that matches as the regex does.
+    builtin: Option<Builtin>,
+}
+
+/// Envoy's default tag extractors, in Envoy's order. (Envoy's regexes are ECMAScript, where
+/// `\d` is an ASCII digit; written `[0-9]` here, as the regex crate's `\d` is any Unicode
+/// digit.)
+const DEFAULTS: &[Default] = &[
+    Default {
+        name: "envoy.response_code",
+        regex: r"_rq(_([0-9]{3}))$",
+        substr: "_rq_",
+        builtin: Some(response_code),
+    },
+    Default {
+        name: "envoy.response_code_class",
+        regex: r"_rq_([0-9])xx$",
+        substr: "_rq_",
+        builtin: Some(response_code_class),
+    },
+    Default {
+        name: "envoy.http_user_agent",
+        regex: r"^http(?=\.).*?\.user_agent\.((.*?)\.)\w+?$",
+        substr: ".user_agent.",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.fault_downstream_cluster",
+        regex: r"^http(?=\.).*?\.fault\.((.*?)\.)\w+?$",
+        substr: ".fault.",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.ssl_cipher",
+        regex: r"^listener(?=\.).*?\.ssl\.cipher(\.(.*?))$",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.ssl_cipher_suite",
+        regex: r"^cluster(?=\.).*?\.ssl\.ciphers(\.(.*?))$",
+        substr: ".ssl.ciphers.",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.tcp_prefix",
+        regex: r"^tcp\.((.*?)\.)\w+?$",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.udp_prefix",
+        regex: r"^udp\.((.*?)\.)\w+?$",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.cluster_name",
+        regex: r"^cluster\.(([^\.]+)\.).*",
+        substr: "",
+        builtin: Some(cluster_name),
+    },
+    Default {
+        name: "envoy.http_conn_manager_prefix",
+        regex: r"^listener(?=\.).*?\.http\.((.*?)\.)",
+        substr: ".http.",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.http_conn_manager_prefix",
+        regex: r"^http\.((.*?)\.)",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.listener_address",
+        regex: r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.virtual_host",
+        regex: r"^vhost\.((.*?)\.)",
+        substr: "",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.rds_route_config",
+        regex: r"^http(?=\.).*?\.rds\.((.*?)\.)\w+?$",
+        substr: ".rds.",
+        builtin: None,
+    },
+    Default {
+        name: "envoy.worker_id",
+        regex: r"^listener_manager\.((worker_[0-9]+)\.)",
+        substr: "listener_manager.worker_",
+        builtin: None,
+    },
+];
+
+/// `envoy.response_code`: `_rq(_([0-9]{3}))$`.
+fn response_code(full: &str) -> Option<Capture> {
+    let b = full.as_bytes();
+    let n = b.len();
+    let code = b.get(n.checked_sub(3)?..)?;
+    if n < 7 || &b[n - 7..n - 3] != b"_rq_" || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(Capture {
+        remove: Some((n - 4, n)),
+        value: (n - 3, n),
+    })
+}
+
+/// `envoy.response_code_class`: `_rq_([0-9])xx$`.
+fn response_code_class(full: &str) -> Option<Capture> {
+    let b = full.as_bytes();
+    let n = b.len();
+    if n < 7 || &b[n - 7..n - 3] != b"_rq_" || !b[n - 3].is_ascii_digit() || &b[n - 2..] != b"xx" {
+        return None;
+    }
+    Some(Capture {
+        remove: Some((n - 3, n - 2)),
+        value: (n - 3, n - 2),
+    })
+}
+
+/// `envoy.cluster_name`: `^cluster\.(([^\.]+)\.).*`.
+fn cluster_name(full: &str) -> Option<Capture> {
+    const PREFIX: usize = "cluster.".len();
+    let rest = full.strip_prefix("cluster.")?;
+    let dot = rest.find('.').filter(|d| *d > 0)?;
+    Some(Capture {
+        remove: Some((PREFIX, PREFIX + dot + 1)),
+        value: (PREFIX, PREFIX + dot),
+    })
 }
 
 #[cfg(test)]
@@ -336,6 +460,41 @@ mod tests {
         let e = p.extract("vhostx.api.upstream_rq_total");
         assert!(e.tags.is_empty());
         assert_eq!(e.name, "vhostx.api.upstream_rq_total");
+    }
+
+    #[test]
+    fn builtin_matchers_agree_with_their_regexes() {
+        let names = [
+            "cluster.backend.upstream_rq_200",
+            "cluster.backend.upstream_rq_2xx",
+            "cluster.backend.upstream_rq_total",
+            "cluster.a.b.c",
+            "cluster..upstream_rq_503",
+            "cluster.noDot",
+            "cluster.",
+            "clusterx.a.b",
+            "cluster.x.",
+            "cluster.é.upstream_rq_5xx",
+            "cluster.outbound|80||svc.default.svc.cluster.local.upstream_rq_404",
+            "http.ingress.downstream_rq_200",
+            "http.ingress.downstream_rq_2000",
+            "x_rq_20",
+            "_rq_200",
+            "_rq_2xx",
+            "rq_200",
+            "a_rq_1xxx",
+            "a_rq_axx",
+            "a_rq_20a",
+            "a_rq_é00",
+            "",
+        ];
+        for d in DEFAULTS {
+            let Some(builtin) = d.builtin else { continue };
+            let re = Regex::new(d.regex).unwrap();
+            for n in names {
+                assert_eq!(builtin(n), regex_capture(&re, n), "{} on {n:?}", d.name);
+            }
+        }
     }
 
     #[test]
