@@ -58,10 +58,13 @@ pub fn mutate_request(
     client_cert: Option<&str>,
 ) -> Decision {
     let scheme = if tls { "https" } else { "http" };
+    // One pass over the names first: most requests carry none of the headers below, and a
+    // lookup per header would hash each name.
+    let present = Present::scan(headers);
     let internal;
     if cfg.use_remote_address {
         if !cfg.skip_xff_append {
-            append_xff(headers, remote);
+            append_xff(headers, remote, present.xff);
         }
         internal = is_internal(cfg, remote);
         if !internal {
@@ -74,16 +77,20 @@ pub fn mutate_request(
         headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
     } else {
         // Trust x-forwarded-for: the client address is num_trusted_hops from the right.
-        let client = xff_client(headers, cfg.xff_num_trusted_hops);
+        let client = present
+            .xff
+            .then(|| xff_client(headers, cfg.xff_num_trusted_hops))
+            .flatten();
         internal = match client {
             Some(ip) => is_internal(cfg, ip),
             None => false,
         };
-        if !headers.contains_key(&XFP) {
+        if !present.xfp {
             headers.insert(XFP.clone(), HeaderValue::from_static(scheme));
         }
     }
-    let present = Present::scan(headers);
+    // The x-envoy-external-address set above is not in `present.envoy`: sanitizing keeps
+    // it anyway.
     if internal {
         headers.insert(XEI.clone(), HeaderValue::from_static("true"));
     } else {
@@ -102,13 +109,7 @@ pub fn mutate_request(
     if cfg.generate_request_id && !keep_id {
         // A version-4 UUID from the thread's fast generator: request ids need uniqueness, not
         // unpredictability, and a getrandom call per request is measurable.
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut buf)
-            .as_bytes();
-        if let Ok(v) = HeaderValue::from_bytes(id) {
+        if let Ok(v) = HeaderValue::from_bytes(&uuid_v4(fastrand::u128(..))) {
             headers.insert(XRID.clone(), v);
         }
     }
@@ -120,6 +121,26 @@ pub fn mutate_request(
             None
         },
     }
+}
+
+/// `random` as a version-4 UUID in its hyphenated lower-case form (RFC 9562): the version
+/// and variant bits are set, the other 122 bits are `random`'s.
+fn uuid_v4(random: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = random.to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
+        at += 2;
+    }
+    out
 }
 
 /// `n` as a header value. Values under 1000 (most upstream service times, in milliseconds)
@@ -159,6 +180,8 @@ struct Present {
     xei: bool,
     xfcc: bool,
     xrid: bool,
+    xff: bool,
+    xfp: bool,
     /// Any x-envoy-* header.
     envoy: bool,
 }
@@ -175,15 +198,20 @@ impl Present {
                 p.xfcc = true;
             } else if k == XRID.as_str() {
                 p.xrid = true;
+            } else if k == XFF.as_str() {
+                p.xff = true;
+            } else if k == XFP.as_str() {
+                p.xfp = true;
             }
         }
         p
     }
 }
 
-fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr, present: bool) {
     let ip = ip.to_string();
-    let v = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+    let existing = present.then(|| headers.get(&XFF)).flatten();
+    let v = match existing.and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
         _ => ip,
     };
@@ -293,6 +321,22 @@ fn connection_names(headers: &HeaderMap, keep_upgrade: bool) -> impl Iterator<It
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        for random in [0, u128::MAX, 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef] {
+            let id = uuid_v4(random);
+            let text = std::str::from_utf8(&id).unwrap();
+            let parsed = uuid::Uuid::parse_str(text).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{text}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{text}");
+            assert_eq!(text, parsed.hyphenated().to_string(), "lower case, hyphenated");
+        }
+        assert_eq!(
+            &uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            b"01234567-89ab-4def-8123-456789abcdef"
+        );
+    }
 
     #[test]
     fn xff_trusted_hops() {
