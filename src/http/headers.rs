@@ -330,7 +330,11 @@ mod tests {
             let parsed = uuid::Uuid::parse_str(text).unwrap();
             assert_eq!(parsed.get_version_num(), 4, "{text}");
             assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{text}");
-            assert_eq!(text, parsed.hyphenated().to_string(), "lower case, hyphenated");
+            assert_eq!(
+                text,
+                parsed.hyphenated().to_string(),
+                "lower case, hyphenated"
+            );
         }
         assert_eq!(
             &uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),

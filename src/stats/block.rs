@@ -51,7 +51,10 @@ enum TagLists {
     PerStat(Box<[TagList]>),
 }
 
-/// The name lists of [`BlockTags`] made so far, by layout, to share among blocks.
+/// Per layout, the name list of the first block of it, which later blocks of the layout share
+/// when their names extract alike. A block whose names differ (a tag regex that leaves part
+/// of its prefix in the names) keeps its own list: one entry per layout, however many such
+/// blocks come and go.
 #[derive(Debug, Default)]
 pub(crate) struct SharedNames(Vec<(usize, StatNames)>);
 
@@ -83,8 +86,10 @@ impl BlockTags {
                     _ => false,
                 })
         };
-        let names = match shared.0.iter().find(|(k, n)| *k == key && alike(n)) {
-            Some((_, n)) => n.clone(),
+        let canonical = shared.0.iter().find(|(k, _)| *k == key).map(|(_, n)| n);
+        let names = match canonical {
+            Some(n) if alike(n) => n.clone(),
+            Some(_) => stats.into_iter().map(|t| t.map(|t| t.name)).collect(),
             None => {
                 let n: StatNames = stats.into_iter().map(|t| t.map(|t| t.name)).collect();
                 shared.0.push((key, n.clone()));
@@ -344,6 +349,17 @@ mod tests {
         ] {
             assert!(prom.contains(line), "{line} in {prom}");
         }
+        // A block whose names extract otherwise keeps its own list, and lists right.
+        let dotted = Codes::new(&store, "cluster.x.y.");
+        dotted.total().inc();
+        let td = dotted.0.0.tags.as_ref().unwrap();
+        assert!(!Arc::ptr_eq(&ta.names, &td.names));
+        assert_eq!(store.interned.lock().unwrap().block_names.0.len(), 1);
+        let prom = render_prometheus(&store, false, None);
+        assert!(
+            prom.contains("envoy_cluster_y_upstream_rq_total{envoy_cluster_name=\"x\"} 1\n"),
+            "{prom}"
+        );
         // One tag list for a block whose stats all have the same tags.
         let s = Sample::new(&store, "cluster.a.");
         assert!(matches!(

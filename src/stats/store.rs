@@ -191,7 +191,7 @@ pub struct Store {
     blocks: RwLock<hashbrown::HashTable<Block>>,
     hasher: std::hash::RandomState,
     default_buckets: Arc<[f64]>,
-    interned: std::sync::Mutex<Interner>,
+    pub(super) interned: std::sync::Mutex<Interner>,
     tags: TagProducer,
     matcher: StatsMatcher,
     buckets: Vec<(Pattern, Arc<[f64]>)>,
@@ -380,10 +380,10 @@ type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 /// Interned stat names, tag names and values, and whole tag lists: the same ones recur
 /// across thousands of stats (every stat of one cluster has the same tag list).
 #[derive(Debug, Default)]
-struct Interner {
+pub(super) struct Interner {
     strings: FastSet<Arc<str>>,
     lists: FastSet<TagList>,
-    block_names: SharedNames,
+    pub(super) block_names: SharedNames,
 }
 
 impl Interner {
