@@ -5,7 +5,7 @@
 //! such updates stream in, and while the control plane does the same work but sends nothing.
 //! See benches/README.md.
 //!
-//! `cargo bench --bench xds_push` (CLUSTERS, LISTENERS and ENDPOINTS override the sizes).
+//! `cargo bench --bench xds_push` (CLUSTERS, LISTENERS and ENDPOINTS override the sizes; STATS and NAMES: see benches/README.md).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -57,9 +57,21 @@ fn cpu_ms(pid: u32) -> u64 {
     ticks * 10
 }
 
+/// The name of cluster `i`: `outbound|80||svc<i>`, or with `NAMES=istio` Istio's form with a
+/// namespace and domain (`outbound|80||svc<i>.ns<i % 20>.svc.cluster.local`), whose dots
+/// Envoy's default cluster-name tag leaves in the tag-extracted stat names.
+fn cluster_name(i: usize) -> String {
+    if std::env::var("NAMES").as_deref() == Ok("istio") {
+        format!("outbound|80||svc{i}.ns{}.svc.cluster.local", i % 20)
+    } else {
+        format!("outbound|80||svc{i}")
+    }
+}
+
 fn cluster(i: usize) -> Cluster {
+    let name = cluster_name(i);
     from_yaml(&format!(
-        "name: outbound|80||svc{i}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{service_name: outbound|80||svc{i}, eds_config: {{ads: {{}}, resource_api_version: V3}}}}"
+        "name: {name}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{service_name: {name}, eds_config: {{ads: {{}}, resource_api_version: V3}}}}"
     ))
     .unwrap()
 }
@@ -88,7 +100,7 @@ fn assignment(
             })
             .collect(),
     };
-    let mut cla = load_assignment(&format!("outbound|80||svc{i}"), &addrs);
+    let mut cla = load_assignment(&cluster_name(i), &addrs);
     cla.endpoints[0].locality = Some(Locality {
         region: "r".into(),
         zone: "z".into(),
@@ -115,7 +127,7 @@ fn listener(i: usize, bind: bool) -> Listener {
 }
 
 fn route(i: usize) -> RouteConfiguration {
-    weighted_route(&format!("r{i}"), &[(&format!("outbound|80||svc{i}"), 1)])
+    weighted_route(&format!("r{i}"), &[(&cluster_name(i), 1)])
 }
 
 /// Istio's default `stats_matcher` (its sidecar bootstrap keeps only these stats).
@@ -252,17 +264,18 @@ async fn listener_addr(admin: SocketAddr, name: &str) -> Option<SocketAddr> {
 /// applying its EDS updates), from the Prometheus endpoint.
 async fn eds_apply_time(admin: SocketAddr, name: &str) -> (f64, f64) {
     let body = admin_get(admin, "/stats/prometheus").await;
-    let label = format!("{{envoy_cluster_name=\"{name}\"}}");
-    let value = |metric: &str| {
+    // Envoy's cluster-name tag is the name up to its first dot; the rest stays in the
+    // metric's name (`envoy_cluster_ns0_svc_cluster_local_update_duration_sum`).
+    let tag = name.split('.').next().unwrap_or(name);
+    let label = format!("{{envoy_cluster_name=\"{tag}\"}} ");
+    let value = |suffix: &str| {
         body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{metric}{label} ")))
+            .filter(|l| l.starts_with("envoy_cluster_"))
+            .find_map(|l| l.split_once(&format!("{suffix}{label}")).map(|(_, v)| v))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (
-        value("envoy_cluster_update_duration_sum"),
-        value("envoy_cluster_update_duration_count"),
-    )
+    (value("update_duration_sum"), value("update_duration_count"))
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -373,7 +386,7 @@ async fn main() {
     let load = tokio::spawn(latencies(l0, Duration::from_secs(3)));
     let mut eds_times = Vec::new();
     let target = n_clusters / 2;
-    let target_name = format!("outbound|80||svc{target}");
+    let target_name = cluster_name(target);
     let applied_before = eds_apply_time(admin, &target_name).await;
     for g in 1..=20 {
         let one = assignment(target, n_endpoints, None, g);

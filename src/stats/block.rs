@@ -51,12 +51,17 @@ enum TagLists {
     PerStat(Box<[TagList]>),
 }
 
-/// Per layout, the name list of the first block of it, which later blocks of the layout share
-/// when their names extract alike. A block whose names differ (a tag regex that leaves part
-/// of its prefix in the names) keeps its own list: one entry per layout, however many such
-/// blocks come and go.
+/// Per layout, the name lists of the first blocks of it whose names extracted differently,
+/// which later blocks share when theirs extract alike. Names differ where a tag regex leaves
+/// part of the prefix in them (Istio's cluster names keep their namespace and domain after the
+/// default cluster-name tag takes the part before the first dot), so there is one list per
+/// namespace, not per cluster. At most [`MAX_SHARED`] per layout are kept; a block beyond
+/// them keeps its own list, so nothing accumulates however many names come and go.
 #[derive(Debug, Default)]
-pub(crate) struct SharedNames(Vec<(usize, StatNames)>);
+pub(crate) struct SharedNames(Vec<(usize, Vec<StatNames>)>);
+
+/// How many name lists of one layout [`SharedNames`] keeps.
+const MAX_SHARED: usize = 64;
 
 impl BlockTags {
     /// The block tags of `stats` (per slot: its interned name and tag list, None when
@@ -86,13 +91,20 @@ impl BlockTags {
                     _ => false,
                 })
         };
-        let canonical = shared.0.iter().find(|(k, _)| *k == key).map(|(_, n)| n);
-        let names = match canonical {
-            Some(n) if alike(n) => n.clone(),
-            Some(_) => stats.into_iter().map(|t| t.map(|t| t.name)).collect(),
+        let kept = match shared.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => &mut shared.0[i].1,
+            None => {
+                shared.0.push((key, Vec::new()));
+                &mut shared.0.last_mut().expect("just pushed").1
+            }
+        };
+        let names = match kept.iter().find(|n| alike(n)) {
+            Some(n) => n.clone(),
             None => {
                 let n: StatNames = stats.into_iter().map(|t| t.map(|t| t.name)).collect();
-                shared.0.push((key, n.clone()));
+                if kept.len() < MAX_SHARED {
+                    kept.push(n.clone());
+                }
                 n
             }
         };
@@ -349,12 +361,33 @@ mod tests {
         ] {
             assert!(prom.contains(line), "{line} in {prom}");
         }
-        // A block whose names extract otherwise keeps its own list, and lists right.
+        // Blocks whose names extract otherwise share a list of their own, and list right.
         let dotted = Codes::new(&store, "cluster.x.y.");
         dotted.total().inc();
         let td = dotted.0.0.tags.as_ref().unwrap();
         assert!(!Arc::ptr_eq(&ta.names, &td.names));
-        assert_eq!(store.interned.lock().unwrap().block_names.0.len(), 1);
+        let z = Codes::new(&store, "cluster.z.y.");
+        assert!(Arc::ptr_eq(&td.names, &z.0.0.tags.as_ref().unwrap().names));
+        // Past the limit, a block keeps its own list and nothing more is kept.
+        for i in 0..super::MAX_SHARED {
+            Codes::new(&store, &format!("cluster.a.n{i}."));
+        }
+        let early = Codes::new(&store, "cluster.b.n0.");
+        let beyond = Codes::new(&store, "cluster.b.other.");
+        let shared = |b: &Codes| {
+            let names = &b.0.0.tags.as_ref().unwrap().names;
+            let kept = &store.interned.lock().unwrap().block_names.0[0].1;
+            assert_eq!(kept.len(), super::MAX_SHARED);
+            kept.iter().any(|n| Arc::ptr_eq(n, names))
+        };
+        assert!(shared(&early));
+        assert!(!shared(&beyond));
+        assert_eq!(
+            render_text(&store, &TextQuery::default())
+                .matches("cluster.b.other.")
+                .count(),
+            2
+        );
         let prom = render_prometheus(&store, false, None);
         assert!(
             prom.contains("envoy_cluster_y_upstream_rq_total{envoy_cluster_name=\"x\"} 1\n"),
