@@ -87,7 +87,7 @@ impl Activity {
 }
 
 /// One active stream; dropping it (when its response body is done) may make the connection idle.
-struct ActiveStream(Arc<ConnContext>);
+pub(crate) struct ActiveStream(Arc<ConnContext>);
 
 impl Drop for ActiveStream {
     fn drop(&mut self) {
@@ -286,7 +286,8 @@ impl HttpConnectionManager {
     async fn handle(ctx: Arc<ConnContext>, mut req: Request<DownstreamBody>) -> Response<Body> {
         let hcm: &HttpConnectionManager = &ctx.hcm;
         let (server, conn, drain) = (&*ctx.server, &ctx.conn, &ctx.drain);
-        let guard = ctx.activity.start(&hcm.stats, req.version(), &ctx);
+        // Held by the response body: the router's for a proxied response, else a wrapper.
+        let mut guard = Some(ctx.activity.start(&hcm.stats, req.version(), &ctx));
         if let Some(t) = &ctx.conn_tls {
             req.extensions_mut().insert(t.clone());
         }
@@ -459,7 +460,7 @@ impl HttpConnectionManager {
                             upstream_info: !cfg.access_logs.is_empty(),
                             downstream: conn,
                         };
-                        let mut resp = forward(&f, &cluster, req, version).await;
+                        let mut resp = forward(&f, &cluster, req, version, &mut guard).await;
                         if let Some(w) = weighted {
                             w.response_headers.apply(resp.headers_mut());
                         }
@@ -524,8 +525,13 @@ impl HttpConnectionManager {
             Some(log) => log.finish(resp),
             None => resp,
         };
-        let (parts, body) = resp.into_parts();
-        Response::from_parts(parts, super::with_guard(body, guard))
+        match guard {
+            Some(guard) => {
+                let (parts, body) = resp.into_parts();
+                Response::from_parts(parts, super::with_guard(body, guard))
+            }
+            None => resp,
+        }
     }
 
     /// Header-name and path checks before routing: underscores, normalization, `via`.

@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::conn_manager::ActiveStream;
 use super::deadline::{self, Deadlines, Expired};
 use super::local_reply::{ResponseFlag, local_reply};
 use super::stream_log::{BytesReceived, UpstreamInfo};
@@ -79,11 +80,15 @@ pub fn choose_cluster<'a>(
 /// Forwards `req` to `cluster` and returns the upstream's response or a local reply. The host
 /// is chosen before the future is made, so a request with no healthy host gets its reply
 /// without one.
-pub fn forward<'a>(
+///
+/// A proxied response's body takes `active`, the downstream stream's activity guard, so it is
+/// held until that body is dropped with no wrapper of its own; a local reply leaves it.
+pub(crate) fn forward<'a>(
     f: &'a Forward<'a>,
     cluster: &'a Arc<ClusterRuntime>,
     req: Request<DownstreamBody>,
     downstream_version: Version,
+    active: &'a mut Option<ActiveStream>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     use futures_util::future::Either;
     let ctx = crate::upstream::LbContext {
@@ -91,7 +96,14 @@ pub fn forward<'a>(
         headers: Some(req.headers()),
     };
     match cluster.choose_host(&ctx) {
-        Some(host) => Either::Left(forward_to(f, cluster, host, req, downstream_version)),
+        Some(host) => Either::Left(forward_to(
+            f,
+            cluster,
+            host,
+            req,
+            downstream_version,
+            active,
+        )),
         None => {
             cluster.stats.upstream_cx_none_healthy().inc();
             Either::Right(std::future::ready(local_reply(
@@ -154,6 +166,7 @@ async fn forward_to(
     host: Arc<Host>,
     mut req: Request<DownstreamBody>,
     downstream_version: Version,
+    active: &mut Option<ActiveStream>,
 ) -> Response<Body> {
     let stats = &cluster.stats;
     let mut resp = 'exchange: {
@@ -294,6 +307,7 @@ async fn forward_to(
                     guard: Some(guard),
                     idle: f.idle_timeout,
                     idle_timer: None,
+                    _active: active.take(),
                 };
                 body.finish_if_ended();
                 Response::from_parts(parts, body.boxed())
@@ -595,6 +609,8 @@ pin_project_lite::pin_project! {
         // Made when the body first waits for data: a response that arrives whole (most
         // small ones) never registers a timer.
         idle_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        // The downstream stream's activity, until this body is dropped (sent or abandoned).
+        _active: Option<ActiveStream>,
     }
 }
 

@@ -64,6 +64,52 @@ async fn connection_idle_timeout_closes_idle_connections() {
 }
 
 #[tokio::test]
+async fn connection_idle_timeout_waits_for_a_response_body_still_streaming() {
+    // An upstream that sends half its body at once and the rest after 0.7 s, longer than
+    // the connection's idle timeout: the stream is active until the body is sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+                s.write_all(head.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                s.write_all(b"world").await.unwrap();
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let p = Proxy::start(&one(
+        "          common_http_protocol_options: {idle_timeout: 0.3s}\n",
+        "",
+        up,
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.listener("in").await)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.ends_with(b"helloworld") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the body's second half arrives")
+            .unwrap();
+        assert!(n > 0, "closed mid-body: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(p.stat("http.in.downstream_cx_idle_timeout").await, 0);
+    // Idle once the body is sent: closed by the idle timeout then.
+    assert_closed_promptly(&mut s, "idle after the response").await;
+    p.wait_stat("http.in.downstream_cx_idle_timeout", 1).await;
+}
+
+#[tokio::test]
 async fn normalize_path_and_merge_slashes() {
     let up = echo_upstream("a").await;
     let p = Proxy::start(&one(
