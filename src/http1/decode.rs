@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
-use super::headers::{self, Hop, MAX_HEADERS, RESPONSE_HEADROOM, record_spans};
+use super::headers::{self, Hop, MAX_HEADERS, RESPONSE_HEADROOM, Spans, record_spans};
 
 /// Longest chunk-size line accepted (hex digits plus extensions).
 const MAX_CHUNK_LINE: usize = 4096;
@@ -109,10 +109,10 @@ pub fn parse_head(
         } else {
             Version::HTTP_11
         };
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        let n = record_spans(buf, parsed.headers, &mut spans);
+        let mut spans = Spans::new();
+        record_spans(buf, parsed.headers, &mut spans);
         let head_bytes = buf.split_to(len).freeze();
-        let (headers, hop) = headers::read(&head_bytes, &spans[..n], RESPONSE_HEADROOM, spare)
+        let (headers, hop) = headers::read(&head_bytes, &spans, RESPONSE_HEADROOM, spare)
             .map_err(DecodeError::Head)?;
         let framing = framing(status, &hop, head_request)?;
         let keep_alive = framing != Framing::UntilClose && hop.keeps_alive(version);

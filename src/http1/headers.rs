@@ -32,19 +32,19 @@ pub const RESPONSE_HEADROOM: usize = 1;
 /// and end.
 pub type Span = (u32, u32, u32, u32);
 
-/// Notes where each of `headers` (parsed from `buf`) lies, into the caller's `spans` (on its
-/// stack: no allocation per message), so the map can be built once the head is split off the
-/// buffer. Returns how many were noted.
-pub fn record_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) -> usize {
+/// The spans of a head's header lines, held inline (a head has at most [`MAX_HEADERS`]): on
+/// the caller's stack, neither allocated nor zeroed per message.
+pub type Spans = smallvec::SmallVec<[Span; MAX_HEADERS]>;
+
+/// Notes where each of `headers` (parsed from `buf`) lies, into `spans`, so the map can be
+/// built once the head is split off the buffer.
+pub fn record_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Spans) {
     let base = buf.as_ptr() as usize;
-    let mut len = 0;
-    for (slot, h) in spans.iter_mut().zip(headers) {
+    for h in headers.iter().take(MAX_HEADERS) {
         let n = (h.name.as_ptr() as usize - base) as u32;
         let v = (h.value.as_ptr() as usize - base) as u32;
-        *slot = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
-        len += 1;
+        spans.push((n, n + h.name.len() as u32, v, v + h.value.len() as u32));
     }
-    len
 }
 
 /// A Content-Length value: 1 to 19 decimal digits (so it fits in a u64), nothing else.
@@ -262,9 +262,9 @@ mod tests {
         else {
             panic!("partial");
         };
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        let n = record_spans(&head, parsed, &mut spans);
-        read(&head, &spans[..n], 0, spare).unwrap()
+        let mut spans = Spans::new();
+        record_spans(&head, parsed, &mut spans);
+        read(&head, &spans, 0, spare).unwrap()
     }
 
     #[test]

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Uri, Version};
 
 use crate::http1::decode::Framing;
-use crate::http1::headers::{self, Hop, MAX_HEADERS, REQUEST_HEADROOM, record_spans};
+use crate::http1::headers::{self, Hop, MAX_HEADERS, REQUEST_HEADROOM, Spans, record_spans};
 
 /// Why a request head was refused; the connection answers with `status` and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,14 +83,14 @@ pub fn parse_head(
     let base = buf.as_ptr() as usize;
     let target = parsed.path.ok_or(bad("no request target"))?;
     let target_range = offset(base, target.as_bytes());
-    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-    let n = record_spans(buf, parsed.headers, &mut spans);
+    let mut spans = Spans::new();
+    record_spans(buf, parsed.headers, &mut spans);
     let head_bytes = buf.split_to(len).freeze();
     // Origin, absolute, authority (CONNECT) and asterisk (OPTIONS *) forms all parse as URIs.
     let uri = Uri::from_maybe_shared(head_bytes.slice(target_range))
         .map_err(|_| bad("invalid request target"))?;
     let (headers, hop) =
-        headers::read(&head_bytes, &spans[..n], REQUEST_HEADROOM, spare).map_err(bad)?;
+        headers::read(&head_bytes, &spans, REQUEST_HEADROOM, spare).map_err(bad)?;
     let framing = framing(&hop)?;
     let keep_alive = hop.keeps_alive(version);
     let expect_continue = version == Version::HTTP_11 && hop.expect_continue;
