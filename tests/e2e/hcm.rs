@@ -65,8 +65,8 @@ async fn connection_idle_timeout_closes_idle_connections() {
 
 #[tokio::test]
 async fn connection_idle_timeout_waits_for_a_response_body_still_streaming() {
-    // An upstream that sends half its body at once and the rest after 0.7 s, longer than
-    // the connection's idle timeout: the stream is active until the body is sent.
+    // An upstream that sends half its body at once and the rest after 1.5 s, three times the
+    // connection's idle timeout: the stream is active until the body is sent.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -76,14 +76,14 @@ async fn connection_idle_timeout_waits_for_a_response_body_still_streaming() {
                 let _ = s.read(&mut buf).await;
                 let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
                 s.write_all(head.as_bytes()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 s.write_all(b"world").await.unwrap();
                 let _ = s.read(&mut buf).await;
             });
         }
     });
     let p = Proxy::start(&one(
-        "          common_http_protocol_options: {idle_timeout: 0.3s}\n",
+        "          common_http_protocol_options: {idle_timeout: 0.5s}\n",
         "",
         up,
     ));
@@ -103,6 +103,8 @@ async fn connection_idle_timeout_waits_for_a_response_body_still_streaming() {
         assert!(n > 0, "closed mid-body: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
+    // Read at once: the idle timeout can only have fired before the body ended (0.5 s of
+    // margin after it).
     assert_eq!(p.stat("http.in.downstream_cx_idle_timeout").await, 0);
     // Idle once the body is sent: closed by the idle timeout then.
     assert_closed_promptly(&mut s, "idle after the response").await;
