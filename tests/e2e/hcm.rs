@@ -197,6 +197,32 @@ async fn via_use_remote_address_and_request_id_rules() {
 }
 
 #[tokio::test]
+async fn without_use_remote_address_the_trusted_forwarded_for_decides_internal() {
+    let up = echo_upstream("a").await;
+    let p = Proxy::start(&one("", "", up));
+    let addr = p.listener("in").await;
+    let internal = |xff: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
+        let (s, _, body) = http1_request(addr, "GET", "/", "h", &headers, Bytes::new()).await;
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // The client's x-forwarded-proto is absent: the connection's scheme is set.
+        assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+        v["headers"]["x-envoy-internal"]
+            .as_str()
+            .map(str::to_string)
+    };
+    // xff_num_trusted_hops 0: the last address is the client's.
+    assert_eq!(
+        internal(Some("8.8.8.8, 10.1.2.3")).await.as_deref(),
+        Some("true")
+    );
+    assert_eq!(internal(Some("10.1.2.3, 8.8.8.8")).await, None);
+    // No x-forwarded-for: the client is unknown, so not internal.
+    assert_eq!(internal(None).await, None);
+}
+
+#[tokio::test]
 async fn gzip_compressor_on_a_plain_config() {
     let up = echo_upstream("a").await;
     let compressor = r#"          http_filters:
