@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod http1;

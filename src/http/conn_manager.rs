@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::listener::stream::DownstreamStream;
@@ -17,6 +17,7 @@ use super::router::{Forward, choose_cluster, forward};
 use super::stats::HcmStats;
 use super::stream_log::{Details, PendingLog, RouteName};
 use super::{Body, DownstreamBody};
+use crate::clock::CoarseInstant;
 use crate::config::filters::HttpFilter;
 use crate::config::hcm::{HcmConfig, Routes, ServerHeader, UnderscoreAction};
 use crate::config::route::{Action, RequireTls, RouteConfig};
@@ -33,7 +34,8 @@ static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-fo
 #[derive(Debug)]
 struct Activity {
     active: AtomicUsize,
-    idle_since: std::sync::Mutex<Instant>,
+    /// Coarse-clock milliseconds (`CoarseInstant`) when the last stream ended.
+    idle_since: AtomicU64,
     protocol_counted: AtomicBool,
     h2: AtomicBool,
 }
@@ -42,7 +44,7 @@ impl Default for Activity {
     fn default() -> Self {
         Self {
             active: AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(Instant::now()),
+            idle_since: AtomicU64::new(CoarseInstant::now().as_millis()),
             protocol_counted: AtomicBool::new(false),
             h2: AtomicBool::new(false),
         }
@@ -77,11 +79,7 @@ impl Activity {
         if self.active.load(Ordering::Acquire) > 0 {
             return timeout;
         }
-        let since = self
-            .idle_since
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|_| Instant::now());
+        let since = CoarseInstant::from_millis(self.idle_since.load(Ordering::Acquire));
         timeout.saturating_sub(since.elapsed())
     }
 }
@@ -92,10 +90,10 @@ pub(crate) struct ActiveStream(Arc<ConnContext>);
 impl Drop for ActiveStream {
     fn drop(&mut self) {
         let activity = &self.0.activity;
-        if activity.active.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Ok(mut t) = activity.idle_since.lock()
-        {
-            *t = Instant::now();
+        if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity
+                .idle_since
+                .store(CoarseInstant::now().as_millis(), Ordering::Release);
         }
     }
 }
@@ -291,14 +289,15 @@ impl HttpConnectionManager {
         if let Some(t) = &ctx.conn_tls {
             req.extensions_mut().insert(t.clone());
         }
+        // Boxed: the request's future holds only a pointer while no access log is configured.
         let log = (!hcm.config.access_logs.is_empty()).then(|| {
-            PendingLog::start(
+            Box::new(PendingLog::start(
                 &hcm.config.access_logs,
                 &mut req,
                 ctx.conn.local,
                 ctx.conn.remote,
                 ctx.tls_facts.clone(),
-            )
+            ))
         });
         let start = Instant::now();
         let stats = &hcm.stats;

@@ -109,7 +109,7 @@ pub fn mutate_request(
     if cfg.generate_request_id && !keep_id {
         // A version-4 UUID from the thread's fast generator: request ids need uniqueness, not
         // unpredictability, and a getrandom call per request is measurable.
-        if let Ok(v) = HeaderValue::from_bytes(&uuid_v4(fastrand::u128(..))) {
+        if let Some(v) = request_id_value(fastrand::u128(..)) {
             headers.insert(XRID.clone(), v);
         }
     }
@@ -121,6 +121,27 @@ pub fn mutate_request(
             None
         },
     }
+}
+
+/// Request ids are cut from a per-thread block of this many: one allocation per block, not one
+/// per request. A block is freed with the last of its ids.
+const REQUEST_IDS_PER_BLOCK: usize = 32;
+
+/// `random` as a version-4 UUID header value, its bytes shared with other ids of the thread's
+/// current block.
+fn request_id_value(random: u128) -> Option<HeaderValue> {
+    const LEN: usize = 36;
+    thread_local! {
+        static BLOCK: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    BLOCK.with_borrow_mut(|block| {
+        if block.capacity() < LEN {
+            *block = bytes::BytesMut::with_capacity(LEN * REQUEST_IDS_PER_BLOCK);
+        }
+        block.extend_from_slice(&uuid_v4(random));
+        HeaderValue::from_maybe_shared(block.split().freeze()).ok()
+    })
 }
 
 /// `random` as a version-4 UUID in its hyphenated lower-case form (RFC 9562): the version
@@ -340,6 +361,18 @@ mod tests {
             &uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             b"01234567-89ab-4def-8123-456789abcdef"
         );
+    }
+
+    #[test]
+    fn request_id_values_cut_from_blocks_stay_whole() {
+        // Three blocks' worth, all alive at once: each value keeps its own id.
+        let n = REQUEST_IDS_PER_BLOCK * 3 + 1;
+        let values: Vec<HeaderValue> = (0..n as u128)
+            .map(|i| request_id_value(i).unwrap())
+            .collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(v.as_bytes(), &uuid_v4(i as u128), "id {i}");
+        }
     }
 
     #[test]

@@ -8,8 +8,13 @@ use crate::config::route::{
 /// Finds the virtual host for `authority` in Envoy's order: exact, longest `*suffix`,
 /// longest `prefix*`, then `*`.
 pub fn find_virtual_host<'a>(rc: &'a RouteConfig, authority: &str) -> Option<&'a VirtualHost> {
-    let lower = authority.to_ascii_lowercase();
-    let mut host = lower.as_str();
+    // Hosts arrive lower-case almost always: only a host with capitals is copied.
+    let lower = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(authority.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(authority)
+    };
+    let mut host = &*lower;
     if rc.ignore_port_in_host_matching {
         host = strip_port(host);
     }

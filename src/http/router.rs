@@ -96,14 +96,10 @@ pub(crate) fn forward<'a>(
         headers: Some(req.headers()),
     };
     match cluster.choose_host(&ctx) {
-        Some(host) => Either::Left(forward_to(
-            f,
-            cluster,
-            host,
-            req,
-            downstream_version,
-            active,
-        )),
+        Some(host) => match prepare(f, cluster, host, req, downstream_version) {
+            Ok(p) => Either::Left(forward_to(f, cluster, p, active)),
+            Err(host) => Either::Right(std::future::ready(overflow_reply(f, cluster, &host))),
+        },
         None => {
             cluster.stats.upstream_cx_none_healthy().inc();
             Either::Right(std::future::ready(local_reply(
@@ -114,6 +110,16 @@ pub(crate) fn forward<'a>(
             )))
         }
     }
+}
+
+/// The local reply when the cluster's request limit (`max_requests`) is reached.
+fn overflow_reply(f: &Forward<'_>, cluster: &ClusterRuntime, host: &Host) -> Response<Body> {
+    cluster.stats.upstream_rq_pending_overflow().inc();
+    let mut reply = reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
+    if f.upstream_info {
+        note_upstream(&mut reply, cluster, host);
+    }
+    reply
 }
 
 /// What access logs print of the upstream a response came from.
@@ -160,95 +166,137 @@ fn auto_sni(
 #[derive(Debug, Clone)]
 struct UpstreamLocal(crate::upstream::connect::ConnFacts);
 
-async fn forward_to(
+/// A request made ready for its upstream: everything up to the first await, done before the
+/// exchange's future is made, so that future holds only what it still needs.
+struct Prepared {
+    upstream_req: Request<crate::upstream::pool::UpstreamBody>,
+    use_h2: bool,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request: Option<Arc<RequestState>>,
+    sni: Option<String>,
+    guard: StreamGuard,
+    host: Arc<Host>,
+}
+
+/// Takes the request's circuit-breaker slot and makes the upstream request (host rewrite, Envoy's
+/// request headers, the upstream protocol's form). Err: the cluster has no request slot left;
+/// the host is handed back for the reply ([`overflow_reply`]).
+fn prepare(
     f: &Forward<'_>,
     cluster: &Arc<ClusterRuntime>,
     host: Arc<Host>,
     mut req: Request<DownstreamBody>,
     downstream_version: Version,
+) -> Result<Prepared, Arc<Host>> {
+    let stats = &cluster.stats;
+    let Some(rq_guard) = cluster.try_start_request() else {
+        return Err(host);
+    };
+    if let HostRewrite::Auto = f.action.host_rewrite
+        && !host.hostname.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&host.hostname)
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    if f.attempt_count {
+        req.headers_mut()
+            .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
+    }
+    // Tells the upstream how long the router waits for it, as Envoy's router does.
+    if f.envoy_headers
+        && let Some(t) = &f.action.timeout_ms_header
+    {
+        req.headers_mut()
+            .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), t.clone());
+    }
+    let use_h2 = match cluster.config.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::UseDownstream => downstream_version == Version::HTTP_2,
+    } && !f.upgrade;
+    let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if use_h2 {
+        let authority = super::authority(&parts.headers, &parts.uri);
+        parts.version = Version::HTTP_2;
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_bytes())
+            .path_and_query(path)
+            .build()
+            .unwrap_or_default();
+        parts.headers.remove(http::header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(http::header::HOST) {
+            let authority = super::authority(&parts.headers, &parts.uri);
+            parts.headers.insert(http::header::HOST, authority);
+        }
+        // Origin form upstream: the path and query only.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = Uri::from(path);
+        }
+    }
+    // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
+    // allocation for the boxed body.
+    let (body, request) = if hyper::body::Body::is_end_stream(&body) {
+        (super::empty_body(), None)
+    } else {
+        let state = Arc::new(RequestState::default());
+        let body = RequestBody {
+            received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
+            inner: body,
+            state: state.clone(),
+        };
+        (body.boxed(), Some(state))
+    };
+    let sni = cluster
+        .config
+        .auto_sni
+        .as_ref()
+        .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
+    let upstream_req = Request::from_parts(parts, body);
+    stats.upstream_rq_total().inc();
+    host.active_requests.fetch_add(1, Ordering::Relaxed);
+    let guard = StreamGuard {
+        _request: rq_guard,
+        host: host.clone(),
+    };
+    Ok(Prepared {
+        upstream_req,
+        use_h2,
+        on_upgrade,
+        request,
+        sni,
+        guard,
+        host,
+    })
+}
+
+/// Sends a prepared request and turns the outcome into the downstream response: the upstream's
+/// (its body taking `active`) or a local reply for a timeout, reset or failed connection.
+async fn forward_to(
+    f: &Forward<'_>,
+    cluster: &Arc<ClusterRuntime>,
+    p: Prepared,
     active: &mut Option<ActiveStream>,
 ) -> Response<Body> {
+    let Prepared {
+        upstream_req,
+        use_h2,
+        on_upgrade,
+        request,
+        sni,
+        guard,
+        host,
+    } = p;
     let stats = &cluster.stats;
     let mut resp = 'exchange: {
-        let Some(rq_guard) = cluster.try_start_request() else {
-            stats.upstream_rq_pending_overflow().inc();
-            break 'exchange reset_reply("overflow", f.grpc, ResponseFlag::UpstreamOverflow);
-        };
-        if let HostRewrite::Auto = f.action.host_rewrite
-            && !host.hostname.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&host.hostname)
-        {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-        if f.attempt_count {
-            req.headers_mut()
-                .insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from_static("1"));
-        }
-        // Tells the upstream how long the router waits for it, as Envoy's router does.
-        if f.envoy_headers
-            && let Some(t) = &f.action.timeout_ms_header
-        {
-            req.headers_mut()
-                .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), t.clone());
-        }
-        let use_h2 = match cluster.config.protocol {
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::UseDownstream => downstream_version == Version::HTTP_2,
-        } && !f.upgrade;
-        let on_upgrade = f.upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        if use_h2 {
-            let authority = super::authority(&parts.headers, &parts.uri);
-            parts.version = Version::HTTP_2;
-            parts.uri = Uri::builder()
-                .scheme("http")
-                .authority(authority.as_bytes())
-                .path_and_query(path)
-                .build()
-                .unwrap_or_default();
-            parts.headers.remove(http::header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
-            if !parts.headers.contains_key(http::header::HOST) {
-                let authority = super::authority(&parts.headers, &parts.uri);
-                parts.headers.insert(http::header::HOST, authority);
-            }
-            // Origin form upstream: the path and query only.
-            if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-                parts.uri = Uri::from(path);
-            }
-        }
-        // A request that already ended (most GETs) is sent with an empty body: no tracking, and no
-        // allocation for the boxed body.
-        let (body, request) = if hyper::body::Body::is_end_stream(&body) {
-            (super::empty_body(), None)
-        } else {
-            let state = Arc::new(RequestState::default());
-            let body = RequestBody {
-                received: parts.extensions.get::<BytesReceived>().map(|b| b.0.clone()),
-                inner: body,
-                state: state.clone(),
-            };
-            (body.boxed(), Some(state))
-        };
-        let sni = cluster
-            .config
-            .auto_sni
-            .as_ref()
-            .and_then(|a| auto_sni(a, &parts.headers, &parts.uri));
-        let upstream_req = Request::from_parts(parts, body);
-        stats.upstream_rq_total().inc();
-        host.active_requests.fetch_add(1, Ordering::Relaxed);
-        let guard = StreamGuard {
-            _request: rq_guard,
-            host: host.clone(),
-        };
         let started = Instant::now();
         let pool = host.pool_for(cluster, sni.as_deref());
         let exchange = std::pin::pin!(send(

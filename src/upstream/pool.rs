@@ -165,7 +165,7 @@ impl Pool {
         if exhausted {
             return;
         }
-        conn.idle_since = std::time::Instant::now();
+        conn.idle_since = crate::clock::CoarseInstant::now();
         if let Ok(mut idle) = self.idle_h1.lock() {
             idle.push(conn);
         }

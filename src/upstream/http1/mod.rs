@@ -7,12 +7,12 @@
 //! Upgrades (WebSocket and the like) hand the connection's socket to hyper instead
 //! (`Conn::into_upgradable`), which relays the bytes after a 101.
 
+use crate::clock::CoarseInstant;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
@@ -85,7 +85,7 @@ pub struct ConnState {
     /// Requests completed on it.
     pub requests: u32,
     /// When it was last returned to the pool.
-    pub idle_since: Instant,
+    pub idle_since: CoarseInstant,
     _close: CloseGuard,
 }
 
@@ -101,7 +101,7 @@ impl Conn {
             spare_headers: None,
             stats,
             requests: 0,
-            idle_since: Instant::now(),
+            idle_since: CoarseInstant::now(),
             _close: close,
         }))
     }
