@@ -31,6 +31,18 @@ impl CoarseInstant {
     }
 }
 
+/// Whole seconds since the Unix epoch on the coarse wall clock (`CLOCK_REALTIME_COARSE`), for
+/// values shown to the second (the Date header).
+pub fn unix_secs() -> u64 {
+    #[cfg(target_os = "linux")]
+    if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+        return t.tv_sec() as u64;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(target_os = "linux")]
 fn now_ms() -> u64 {
     use nix::time::{ClockId, clock_gettime};
@@ -78,5 +90,15 @@ mod tests {
         assert!(CoarseInstant::now() >= start);
         let stored = CoarseInstant::from_millis(start.as_millis());
         assert_eq!(stored, start);
+    }
+
+    #[test]
+    fn unix_secs_is_the_wall_clock_to_its_tick() {
+        let precise = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let coarse = unix_secs();
+        assert!(coarse.abs_diff(precise) <= 1, "{coarse} vs {precise}");
     }
 }

@@ -128,8 +128,13 @@ async fn local_replies_carry_envoy_status_codes() {
     let (s, _, b) = get(addr, "/slow").await;
     assert_eq!((s, b.as_str()), (504, "upstream request timeout"));
     p.wait_stat("cluster.b.upstream_rq_timeout", 1).await;
-    let (s, _, b) = get(addr, "/direct").await;
+    let (s, h, b) = get(addr, "/direct").await;
     assert_eq!((s, b.as_str()), (418, "teapot"));
+    // A local reply carries a Date header of its own, with the current time.
+    let date = httpdate::parse_http_date(h["date"].to_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now();
+    let skew = now.duration_since(date).unwrap_or_else(|e| e.duration());
+    assert!(skew < std::time::Duration::from_secs(3), "{:?}", h["date"]);
     let (s, h, _) = get(addr, "/redirect?q=1").await;
     assert_eq!(s, 307);
     assert_eq!(h["location"], "http://other.example/new?q=1");

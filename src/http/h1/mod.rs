@@ -312,7 +312,14 @@ where
             (true, _) => Persistence::KeepAlive,
         };
         write_buf.clear();
-        date::with(|d| response::head(&rparts, version, framing, persistence, d, &mut write_buf));
+        response::head(
+            &rparts,
+            version,
+            framing,
+            persistence,
+            date::write,
+            &mut write_buf,
+        );
         crate::http1::headers::keep_spare(&mut spare, rparts.headers);
         if framing == BodyFraming::None {
             drop(rbody);
@@ -451,16 +458,14 @@ async fn refuse(io: Io, e: &HeadError, buf: &mut BytesMut) -> std::io::Result<()
     let (parts, ()) = resp.into_parts();
     buf.clear();
     let framing = BodyFraming::Length(text.len() as u64);
-    date::with(|d| {
-        response::head(
-            &parts,
-            Version::HTTP_11,
-            framing,
-            Persistence::Close,
-            d,
-            buf,
-        )
-    });
+    response::head(
+        &parts,
+        Version::HTTP_11,
+        framing,
+        Persistence::Close,
+        date::write,
+        buf,
+    );
     buf.extend_from_slice(text.as_bytes());
     let mut conn = Conn::Owned(io);
     let r = poll_fn(|cx| conn.poll_write_all(cx, buf)).await;

@@ -70,13 +70,14 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// Writes the status line and headers. The framing header is written from `framing` (any
 /// Transfer-Encoding or Content-Length the response carries is replaced; HEAD and 304 keep
 /// theirs, which describe the body a GET would get); `Connection` as `persistence` says;
-/// `date` when the response has none.
+/// a Date header, whose value `date` writes, when the response has none (most upstreams send
+/// one, so the clock is then not read).
 pub fn head(
     parts: &response::Parts,
     version: Version,
     framing: BodyFraming,
     persistence: Persistence,
-    date: &[u8],
+    date: impl FnOnce(&mut BytesMut),
     dst: &mut BytesMut,
 ) {
     dst.reserve(128 + parts.headers.len() * 40);
@@ -106,7 +107,7 @@ pub fn head(
     }
     if !has_date {
         dst.put_slice(b"date: ");
-        dst.put_slice(date);
+        date(dst);
         dst.put_slice(b"\r\n");
     }
     match framing {
@@ -148,7 +149,7 @@ mod tests {
             version,
             f,
             p,
-            b"Thu, 03 Dec 2026 10:00:00 GMT",
+            |d| d.put_slice(b"Thu, 03 Dec 2026 10:00:00 GMT"),
             &mut b,
         );
         String::from_utf8(b.to_vec()).unwrap()
